@@ -1,1 +1,20 @@
-pub fn placeholder() {}
+//! okta-port: keeps a Port software catalog in step with an Okta org.
+//!
+//! The functions (`functions/*`) and the `okta-port` CLI are thin entry points over this
+//! crate. The core (`sync`) talks to the outside only through small traits
+//! (`okta::OktaDirectory`, `port::PortCatalog`, `mapping::Mapping`), implemented over HTTP
+//! by `okta::Client` and `port::Client`.
+
+pub mod app;
+pub mod config;
+pub mod mapping;
+pub mod okta;
+pub mod port;
+pub mod report;
+pub mod retry;
+pub mod sync;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::Config;
+pub use report::Report;

@@ -1,1 +1,94 @@
-fn main() {}
+//! `okta-port`: one full resync, blueprint setup, and the local tooling around them.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use okta_port::App;
+use okta_port::sync::RunOverrides;
+
+#[derive(Parser)]
+#[command(name = "okta-port", version, about = "Keep a Port catalog in step with Okta")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one full resync from the environment's configuration.
+    Resync {
+        /// Print what would be created, updated and deleted, without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Let the resync delete more than DELETION_THRESHOLD of a blueprint's entities.
+        #[arg(long)]
+        allow_mass_deletion: bool,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the oktaUser, oktaGroup and oktaApplication blueprints if they are missing.
+    Blueprints,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    okta_port::telemetry::init_cli();
+    let cli = Cli::parse();
+    let app = match App::from_env() {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("okta-port: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Resync {
+            dry_run,
+            allow_mass_deletion,
+            json,
+        } => {
+            match app
+                .resync(RunOverrides {
+                    dry_run,
+                    allow_mass_deletion,
+                })
+                .await
+            {
+                Ok(report) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&report).expect("report serializes")
+                        );
+                    } else {
+                        print!("{}", report.to_text());
+                    }
+                    if report.is_success() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("okta-port: resync failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Blueprints => match app.ensure_blueprints().await {
+            Ok(created) if created.is_empty() => {
+                println!("all blueprints exist");
+                ExitCode::SUCCESS
+            }
+            Ok(created) => {
+                println!("created: {}", created.join(", "));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("okta-port: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

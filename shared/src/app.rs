@@ -1,0 +1,103 @@
+//! Wiring: the real clients and the default mapping, built once per process (per Lambda
+//! cold start) from the configuration.
+
+use serde_json::Value;
+
+use crate::config::{Config, ResyncOptions};
+use crate::mapping::DefaultMapping;
+use crate::okta::{self, OktaError};
+use crate::port::{self, PortCatalog, PortError};
+use crate::report::Report;
+use crate::sync::{self, RunOverrides, SyncError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Okta(#[from] OktaError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+pub struct App {
+    pub okta: okta::Client,
+    pub port: port::Client,
+    pub mapping: DefaultMapping,
+    pub options: ResyncOptions,
+}
+
+impl App {
+    pub fn new(config: &Config) -> Result<Self, AppError> {
+        Ok(Self {
+            okta: okta::Client::new(&config.okta)?,
+            port: port::Client::new(&config.port)?,
+            mapping: DefaultMapping,
+            options: config.resync.clone(),
+        })
+    }
+
+    /// Reads the configuration from the environment and builds the clients.
+    pub fn from_env() -> Result<Self, AppError> {
+        Self::new(&Config::from_env()?)
+    }
+
+    pub async fn resync(&self, overrides: RunOverrides) -> Result<Report, SyncError> {
+        sync::resync(
+            &self.okta,
+            &self.port,
+            &self.mapping,
+            &overrides.apply(&self.options),
+        )
+        .await
+    }
+
+    /// Creates the missing blueprints; returns the ones it created.
+    pub async fn ensure_blueprints(&self) -> Result<Vec<String>, PortError> {
+        use crate::mapping::Mapping;
+        self.port.ensure_blueprints(&self.mapping.blueprints()).await
+    }
+}
+
+/// The resync function's input. EventBridge Scheduler hands the schedule's `Input` over
+/// verbatim; a classic EventBridge rule wraps it in an envelope whose `detail` holds it.
+/// Both may be empty.
+pub fn scheduled_overrides(event: Value) -> Result<RunOverrides, serde_json::Error> {
+    let input = match event {
+        Value::Object(mut map) if map.contains_key("detail-type") && map.contains_key("source") => {
+            map.remove("detail").unwrap_or(Value::Null)
+        }
+        other => other,
+    };
+    match input {
+        Value::Null => Ok(RunOverrides::default()),
+        Value::Object(ref m) if m.is_empty() => Ok(RunOverrides::default()),
+        other => serde_json::from_value(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn both_schedule_shapes_are_accepted() {
+        assert_eq!(scheduled_overrides(json!({})).unwrap(), RunOverrides::default());
+        assert_eq!(scheduled_overrides(Value::Null).unwrap(), RunOverrides::default());
+        assert!(scheduled_overrides(json!({ "dryRun": true })).unwrap().dry_run);
+        let envelope = json!({
+            "version": "0", "id": "1", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-11-28T02:00:00Z", "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/nightly"], "detail": {}
+        });
+        assert_eq!(
+            scheduled_overrides(envelope.clone()).unwrap(),
+            RunOverrides::default()
+        );
+        let mut with_detail = envelope;
+        with_detail["detail"] = json!({ "allowMassDeletion": true });
+        assert!(scheduled_overrides(with_detail).unwrap().allow_mass_deletion);
+        assert!(scheduled_overrides(json!({ "dryRun": "yes" })).is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! Configuration from environment variables (design §6). The CLI and every function read
+//! the same variables; secrets are held as `SecretString` so they never reach a log line.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::retry::RetryPolicy;
+
+/// Default Port API (EU region).
+pub const DEFAULT_PORT_API_URL: &str = "https://api.port.io";
+/// Default installation id, the last segment of our User-Agent and so of `$datasource`.
+pub const DEFAULT_INSTALLATION_ID: &str = "okta-port";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("missing configuration: set the environment variable {0}")]
+    Missing(&'static str),
+    #[error("invalid configuration in {var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct OktaConfig {
+    /// Origin of the org, e.g. `https://dev-123456.okta.com` (no trailing slash).
+    pub base_url: Url,
+    pub api_token: SecretString,
+    /// Requests in flight at once, well under Okta's org-wide 75.
+    pub max_in_flight: usize,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    pub api_url: Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Identifies this deployment in `$datasource`: `okta-port/<version>/<installation>`.
+    pub installation_id: String,
+    /// Concurrent bulk requests.
+    pub max_concurrency: usize,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResyncOptions {
+    /// Largest share (0..=1) of a blueprint's own entities one resync may delete.
+    pub deletion_threshold: f64,
+    /// Lets a resync delete past the threshold (an explicit override).
+    pub allow_mass_deletion: bool,
+    /// Compute and report the plan without writing anything.
+    pub dry_run: bool,
+    /// Entities Port saw written this long before the run started still count as
+    /// "written during the run": covers clock skew between us and Port.
+    pub clock_skew: Duration,
+}
+
+impl Default for ResyncOptions {
+    fn default() -> Self {
+        Self {
+            deletion_threshold: 0.5,
+            allow_mass_deletion: false,
+            dry_run: false,
+            clock_skew: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub okta: OktaConfig,
+    pub port: PortConfig,
+    pub resync: ResyncOptions,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `get`, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let required = |name: &'static str| var(name).ok_or(ConfigError::Missing(name));
+
+        let okta = OktaConfig {
+            base_url: okta_base_url(&required("OKTA_DOMAIN")?)?,
+            api_token: SecretString::from(required("OKTA_API_TOKEN")?),
+            max_in_flight: parse_or(var("OKTA_MAX_IN_FLIGHT"), "OKTA_MAX_IN_FLIGHT", 8usize)?,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(30),
+        };
+        if !(1..=50).contains(&okta.max_in_flight) {
+            return Err(ConfigError::Invalid {
+                var: "OKTA_MAX_IN_FLIGHT",
+                reason: "must be between 1 and 50 (Okta allows 75 in flight for the whole org)".into(),
+            });
+        }
+
+        let installation_id = var("INSTALLATION_ID").unwrap_or_else(|| DEFAULT_INSTALLATION_ID.into());
+        validate_installation_id(&installation_id)?;
+        let api_url = var("PORT_API_URL").unwrap_or_else(|| DEFAULT_PORT_API_URL.into());
+        let port = PortConfig {
+            api_url: parse_url(&api_url, "PORT_API_URL")?,
+            client_id: required("PORT_CLIENT_ID")?,
+            client_secret: SecretString::from(required("PORT_CLIENT_SECRET")?),
+            installation_id,
+            max_concurrency: parse_or(var("PORT_MAX_CONCURRENCY"), "PORT_MAX_CONCURRENCY", 5usize)?.max(1),
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(60),
+        };
+
+        let deletion_threshold = parse_or(var("DELETION_THRESHOLD"), "DELETION_THRESHOLD", 0.5f64)?;
+        if !(0.0..=1.0).contains(&deletion_threshold) {
+            return Err(ConfigError::Invalid {
+                var: "DELETION_THRESHOLD",
+                reason: "must be a share between 0 and 1".into(),
+            });
+        }
+        let resync = ResyncOptions {
+            deletion_threshold,
+            allow_mass_deletion: parse_bool(var("ALLOW_MASS_DELETION"), "ALLOW_MASS_DELETION")?,
+            ..ResyncOptions::default()
+        };
+        Ok(Self { okta, port, resync })
+    }
+}
+
+/// `OKTA_DOMAIN` is a bare domain (`https://` implied) or a full URL (simulators, proxies).
+pub fn okta_base_url(domain: &str) -> Result<Url, ConfigError> {
+    let with_scheme = if domain.contains("://") {
+        domain.to_owned()
+    } else {
+        format!("https://{domain}")
+    };
+    parse_url(&with_scheme, "OKTA_DOMAIN")
+}
+
+fn parse_url(raw: &str, var: &'static str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw.trim_end_matches('/')).map_err(|e| ConfigError::Invalid {
+        var,
+        reason: e.to_string(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: format!("expected an http(s) URL or a domain, got {raw:?}"),
+        });
+    }
+    Ok(url)
+}
+
+fn validate_installation_id(id: &str) -> Result<(), ConfigError> {
+    // It ends our User-Agent, which we match with endsWith: a slash would break that match.
+    if id.contains('/') || id.chars().any(char::is_whitespace) {
+        return Err(ConfigError::Invalid {
+            var: "INSTALLATION_ID",
+            reason: "must not contain '/' or white space".into(),
+        });
+    }
+    Ok(())
+}
+
+fn parse_or<T: std::str::FromStr>(
+    raw: Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.map_or(Ok(default), |v| {
+        v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+            var,
+            reason: e.to_string(),
+        })
+    })
+}
+
+fn parse_bool(raw: Option<String>, var: &'static str) -> Result<bool, ConfigError> {
+    match raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("0" | "false" | "no") => Ok(false),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            var,
+            reason: format!("expected true or false, got {other:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("OKTA_DOMAIN", "dev-123456.okta.com"),
+        ("OKTA_API_TOKEN", "00abc-secret"),
+        ("PORT_CLIENT_ID", "cid"),
+        ("PORT_CLIENT_SECRET", "csecret"),
+    ];
+
+    #[test]
+    fn bare_domain_and_defaults() {
+        let c = Config::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(c.okta.base_url.as_str(), "https://dev-123456.okta.com/");
+        assert_eq!(c.port.api_url.as_str(), "https://api.port.io/");
+        assert_eq!(c.port.installation_id, "okta-port");
+        assert_eq!(c.resync.deletion_threshold, 0.5);
+        assert_eq!(c.okta.api_token.expose_secret(), "00abc-secret");
+        // Debug output never shows a secret.
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("00abc-secret") && !debug.contains("csecret"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn full_url_is_accepted() {
+        let mut pairs = BASE.to_vec();
+        pairs[0] = ("OKTA_DOMAIN", "http://127.0.0.1:8080/");
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.okta.base_url.as_str(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err = Config::from_lookup(lookup(&BASE[..3])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("PORT_CLIENT_SECRET"));
+        assert!(err.to_string().contains("PORT_CLIENT_SECRET"));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("DELETION_THRESHOLD", "2"));
+        assert!(matches!(
+            Config::from_lookup(lookup(&pairs)),
+            Err(ConfigError::Invalid {
+                var: "DELETION_THRESHOLD",
+                ..
+            })
+        ));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("INSTALLATION_ID", "a/b"));
+        assert!(matches!(
+            Config::from_lookup(lookup(&pairs)),
+            Err(ConfigError::Invalid {
+                var: "INSTALLATION_ID",
+                ..
+            })
+        ));
+    }
+}

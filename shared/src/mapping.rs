@@ -1,0 +1,404 @@
+//! Okta objects → Port entities (design §3), behind the `Mapping` trait so that another
+//! mapping (a jq configuration) can take the default's place.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::port::Entity;
+
+pub const USER_BLUEPRINT: &str = "oktaUser";
+pub const GROUP_BLUEPRINT: &str = "oktaGroup";
+pub const APP_BLUEPRINT: &str = "oktaApplication";
+
+/// The user statuses Okta knows (the `status` enum of `oktaUser`).
+pub const USER_STATUSES: [&str; 8] = [
+    "ACTIVE",
+    "DEPROVISIONED",
+    "LOCKED_OUT",
+    "PASSWORD_EXPIRED",
+    "PROVISIONED",
+    "RECOVERY",
+    "STAGED",
+    "SUSPENDED",
+];
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MappingError {
+    #[error("{kind} object without an id")]
+    MissingId { kind: &'static str },
+}
+
+/// One entity to write, with its blueprint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    pub blueprint: String,
+    pub entity: Entity,
+}
+
+/// A user's relations as the sync knows them. `None` means unknown (the listing that
+/// supplies it failed): the relation is then left out of the write, so nothing is lost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserLinks<'a> {
+    pub groups: Option<&'a [String]>,
+    pub applications: Option<&'a [String]>,
+    /// The resolved manager's Okta id; `Some(None)` = resolved to no manager.
+    pub manager: Option<Option<&'a str>>,
+}
+
+/// How Okta objects become Port entities.
+pub trait Mapping: Send + Sync {
+    /// Blueprint definitions to ensure, in write order (relation targets first).
+    fn blueprints(&self) -> Vec<Value>;
+    /// Identifiers of the blueprints this mapping writes, in write order.
+    fn blueprint_ids(&self) -> Vec<String> {
+        self.blueprints()
+            .iter()
+            .filter_map(|b| b["identifier"].as_str().map(str::to_owned))
+            .collect()
+    }
+    fn map_group(&self, group: &Value) -> Result<Vec<Mapped>, MappingError>;
+    fn map_app(&self, app: &Value) -> Result<Vec<Mapped>, MappingError>;
+    fn map_user(&self, user: &Value, links: &UserLinks<'_>) -> Result<Vec<Mapped>, MappingError>;
+}
+
+/// The built-in mapping: blueprints and properties of Port's own Okta integration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultMapping;
+
+fn at<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter()
+        .fold(value, |v, key| v.get(key).unwrap_or(&Value::Null))
+}
+
+fn copy(obj: &Value, props: &mut Map<String, Value>, name: &str, path: &[&str]) {
+    props.insert(name.to_owned(), at(obj, path).clone());
+}
+
+fn non_empty(v: &Value) -> Option<&str> {
+    v.as_str().filter(|s| !s.trim().is_empty())
+}
+
+fn id_of(obj: &Value, kind: &'static str) -> Result<String, MappingError> {
+    non_empty(&obj["id"])
+        .map(str::to_owned)
+        .ok_or(MappingError::MissingId { kind })
+}
+
+fn sorted_ids(ids: &[String]) -> Value {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    json!(ids)
+}
+
+/// `displayName`; else `firstName lastName` when both are set; else `login`.
+pub fn user_title(user: &Value) -> Option<String> {
+    let profile = &user["profile"];
+    if let Some(display) = non_empty(&profile["displayName"]) {
+        return Some(display.to_owned());
+    }
+    if let (Some(first), Some(last)) = (non_empty(&profile["firstName"]), non_empty(&profile["lastName"])) {
+        return Some(format!("{first} {last}"));
+    }
+    profile["login"].as_str().map(str::to_owned)
+}
+
+impl Mapping for DefaultMapping {
+    fn blueprints(&self) -> Vec<Value> {
+        let date = |title: &str| json!({ "type": "string", "format": "date-time", "title": title });
+        let text = |title: &str| json!({ "type": "string", "title": title });
+        vec![
+            json!({
+                "identifier": GROUP_BLUEPRINT,
+                "title": "Okta Group",
+                "icon": "Okta",
+                "schema": { "properties": {
+                    "name": text("Name"),
+                    "description": text("Description"),
+                    "type": { "type": "string", "title": "Type", "enum": ["OKTA_GROUP", "APP_GROUP", "BUILT_IN"] },
+                    "created": date("Created"),
+                    "lastUpdated": date("Last updated"),
+                    "lastMembershipUpdated": date("Last membership update"),
+                }, "required": [] },
+                "relations": {}
+            }),
+            json!({
+                "identifier": APP_BLUEPRINT,
+                "title": "Okta Application",
+                "icon": "Okta",
+                "schema": { "properties": {
+                    "name": text("Name"),
+                    "label": text("Label"),
+                    "signOnMode": text("Sign-on mode"),
+                    "status": text("Status"),
+                    "created": date("Created"),
+                    "lastUpdated": date("Last updated"),
+                    "features": { "type": "array", "title": "Features", "items": { "type": "string" } },
+                }, "required": [] },
+                "relations": {}
+            }),
+            json!({
+                "identifier": USER_BLUEPRINT,
+                "title": "Okta User",
+                "icon": "Okta",
+                "schema": { "properties": {
+                    "email": text("Email"),
+                    "status": { "type": "string", "title": "Status", "enum": USER_STATUSES, "enumColors": {
+                        "ACTIVE": "green", "DEPROVISIONED": "red", "LOCKED_OUT": "orange", "PASSWORD_EXPIRED": "yellow",
+                        "PROVISIONED": "blue", "RECOVERY": "purple", "STAGED": "lightGray", "SUSPENDED": "darkGray" } },
+                    "created": date("Created"),
+                    "department": text("Department"),
+                    "displayName": text("Display name"),
+                    "login": text("Login"),
+                    "type": text("User type"),
+                    "activated": date("Activated"),
+                    "firstName": text("First name"),
+                    "lastName": text("Last name"),
+                    "lastLogin": date("Last login"),
+                    "lastUpdated": date("Last updated"),
+                }, "required": [] },
+                "relations": {
+                    "groups": { "title": "Groups", "target": GROUP_BLUEPRINT, "many": true, "required": false },
+                    "manager": { "title": "Manager", "target": USER_BLUEPRINT, "many": false, "required": false },
+                    "applications": { "title": "Applications", "target": APP_BLUEPRINT, "many": true, "required": false },
+                }
+            }),
+        ]
+    }
+
+    fn map_group(&self, group: &Value) -> Result<Vec<Mapped>, MappingError> {
+        let mut properties = Map::new();
+        copy(group, &mut properties, "name", &["profile", "name"]);
+        copy(group, &mut properties, "description", &["profile", "description"]);
+        for key in ["type", "created", "lastUpdated", "lastMembershipUpdated"] {
+            copy(group, &mut properties, key, &[key]);
+        }
+        let entity = Entity {
+            identifier: id_of(group, "group")?,
+            title: group["profile"]["name"].as_str().map(str::to_owned),
+            properties,
+            relations: Map::new(),
+        };
+        Ok(vec![Mapped {
+            blueprint: GROUP_BLUEPRINT.into(),
+            entity,
+        }])
+    }
+
+    fn map_app(&self, app: &Value) -> Result<Vec<Mapped>, MappingError> {
+        let mut properties = Map::new();
+        for key in [
+            "name",
+            "label",
+            "signOnMode",
+            "status",
+            "created",
+            "lastUpdated",
+            "features",
+        ] {
+            copy(app, &mut properties, key, &[key]);
+        }
+        let entity = Entity {
+            identifier: id_of(app, "application")?,
+            title: app["label"].as_str().map(str::to_owned),
+            properties,
+            relations: Map::new(),
+        };
+        Ok(vec![Mapped {
+            blueprint: APP_BLUEPRINT.into(),
+            entity,
+        }])
+    }
+
+    fn map_user(&self, user: &Value, links: &UserLinks<'_>) -> Result<Vec<Mapped>, MappingError> {
+        let mut properties = Map::new();
+        for key in [
+            "email",
+            "department",
+            "displayName",
+            "login",
+            "firstName",
+            "lastName",
+        ] {
+            copy(user, &mut properties, key, &["profile", key]);
+        }
+        for key in ["status", "created", "activated", "lastLogin", "lastUpdated"] {
+            copy(user, &mut properties, key, &[key]);
+        }
+        copy(user, &mut properties, "type", &["type", "id"]);
+        let mut relations = Map::new();
+        if let Some(groups) = links.groups {
+            relations.insert("groups".into(), sorted_ids(groups));
+        }
+        if let Some(apps) = links.applications {
+            relations.insert("applications".into(), sorted_ids(apps));
+        }
+        if let Some(manager) = links.manager {
+            relations.insert("manager".into(), manager.map_or(Value::Null, |m| json!(m)));
+        }
+        let entity = Entity {
+            identifier: id_of(user, "user")?,
+            title: user_title(user),
+            properties,
+            relations,
+        };
+        Ok(vec![Mapped {
+            blueprint: USER_BLUEPRINT.into(),
+            entity,
+        }])
+    }
+}
+
+/// Resolves `profile.managerId`, a free-form HR attribute, to an Okta user id: a user's id;
+/// else the one user with that `employeeNumber`; else the one user whose login or email
+/// matches case-insensitively; else no manager.
+#[derive(Debug, Default)]
+pub struct ManagerIndex {
+    ids: std::collections::HashSet<String>,
+    by_employee_number: HashMap<String, Vec<String>>,
+    by_login_or_email: HashMap<String, Vec<String>>,
+}
+
+impl ManagerIndex {
+    pub fn build(users: &[Value]) -> Self {
+        let mut index = ManagerIndex::default();
+        for user in users {
+            let Some(id) = user["id"].as_str() else { continue };
+            index.ids.insert(id.to_owned());
+            let profile = &user["profile"];
+            if let Some(n) = non_empty(&profile["employeeNumber"]) {
+                index
+                    .by_employee_number
+                    .entry(n.to_owned())
+                    .or_default()
+                    .push(id.to_owned());
+            }
+            let mut keys: Vec<String> = ["login", "email"]
+                .iter()
+                .filter_map(|k| non_empty(&profile[*k]))
+                .map(str::to_lowercase)
+                .collect();
+            keys.dedup(); // login == email: one user, counted once
+            for key in keys {
+                index
+                    .by_login_or_email
+                    .entry(key)
+                    .or_default()
+                    .push(id.to_owned());
+            }
+        }
+        index
+    }
+
+    /// The manager of `user`, if its `managerId` resolves.
+    pub fn manager_of(&self, user: &Value) -> Option<String> {
+        self.resolve(non_empty(&user["profile"]["managerId"])?)
+    }
+
+    pub fn resolve(&self, manager_id: &str) -> Option<String> {
+        if self.ids.contains(manager_id) {
+            return Some(manager_id.to_owned());
+        }
+        if let Some([only]) = self.by_employee_number.get(manager_id).map(Vec::as_slice) {
+            return Some(only.clone());
+        }
+        match self
+            .by_login_or_email
+            .get(&manager_id.to_lowercase())
+            .map(Vec::as_slice)
+        {
+            Some([only]) => Some(only.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, profile: Value) -> Value {
+        json!({ "id": id, "status": "ACTIVE", "profile": profile, "type": { "id": "oty1" } })
+    }
+
+    #[test]
+    fn manager_resolution_follows_the_rules() {
+        let users = vec![
+            user(
+                "00u1",
+                json!({ "login": "Ann@Example.com", "email": "ann@example.com", "employeeNumber": "100" }),
+            ),
+            user(
+                "00u2",
+                json!({ "login": "bob@example.com", "email": "bob@example.com", "employeeNumber": "200" }),
+            ),
+            user(
+                "00u3",
+                json!({ "login": "cy@example.com", "email": "shared@example.com", "employeeNumber": "200" }),
+            ),
+            user(
+                "00u4",
+                json!({ "login": "dee@example.com", "email": "shared@example.com" }),
+            ),
+        ];
+        let index = ManagerIndex::build(&users);
+        assert_eq!(index.resolve("00u2").as_deref(), Some("00u2"));
+        assert_eq!(index.resolve("100").as_deref(), Some("00u1"));
+        assert_eq!(index.resolve("200"), None, "ambiguous employeeNumber");
+        assert_eq!(
+            index.resolve("ANN@example.COM").as_deref(),
+            Some("00u1"),
+            "login and email of one user"
+        );
+        assert_eq!(
+            index.resolve("shared@example.com"),
+            None,
+            "two users share the email"
+        );
+        assert_eq!(index.resolve("nobody"), None);
+    }
+
+    #[test]
+    fn titles_fall_back() {
+        assert_eq!(
+            user_title(&user(
+                "1",
+                json!({ "displayName": "D", "firstName": "F", "lastName": "L" })
+            ))
+            .unwrap(),
+            "D"
+        );
+        assert_eq!(
+            user_title(&user(
+                "1",
+                json!({ "displayName": "", "firstName": "F", "lastName": "L" })
+            ))
+            .unwrap(),
+            "F L"
+        );
+        assert_eq!(
+            user_title(&user("1", json!({ "firstName": "F", "login": "l@x" }))).unwrap(),
+            "l@x"
+        );
+    }
+
+    #[test]
+    fn unknown_relations_are_left_out() {
+        let u = user("00u1", json!({ "login": "a@x" }));
+        let groups = vec!["00g2".to_string(), "00g1".to_string()];
+        let links = UserLinks {
+            groups: Some(&groups),
+            applications: None,
+            manager: Some(None),
+        };
+        let mapped = DefaultMapping.map_user(&u, &links).unwrap();
+        let e = &mapped[0].entity;
+        assert_eq!(e.relations["groups"], json!(["00g1", "00g2"]));
+        assert_eq!(e.relations["manager"], Value::Null);
+        assert!(!e.relations.contains_key("applications"));
+        assert_eq!(e.properties["department"], Value::Null);
+        assert_eq!(e.properties["type"], json!("oty1"));
+        assert_eq!(e.properties.len(), 12);
+    }
+}

@@ -1,0 +1,429 @@
+//! Okta Management API: the `OktaDirectory` trait the sync core reads through, and
+//! `Client`, its HTTP implementation (SSWS auth, Link pagination, per-bucket throttling,
+//! bounded concurrency, retries).
+
+mod ratelimit;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LINK};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use url::Url;
+
+pub use ratelimit::{Budget, RateLimiter, bucket_of};
+
+use crate::config::OktaConfig;
+use crate::report::ApiStats;
+
+/// Page maxima per listing endpoint: we always ask for the maximum (fewest calls).
+pub const USERS_PAGE: u32 = 200;
+pub const GROUPS_PAGE: u32 = 10_000;
+pub const GROUP_USERS_PAGE: u32 = 1_000;
+pub const APPS_PAGE: u32 = 200;
+pub const APP_USERS_PAGE: u32 = 500;
+
+/// 429s one request may wait out before giving up.
+const MAX_RATE_LIMIT_WAITS: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OktaError {
+    /// Okta answered with an error status; `code` and `id` are Okta's `errorCode`/`errorId`.
+    #[error("Okta answered {status} on {endpoint}: {code} {summary} (errorId {id})")]
+    Api {
+        status: u16,
+        endpoint: String,
+        code: String,
+        summary: String,
+        id: String,
+    },
+    #[error("Okta request to {endpoint} failed: {message}")]
+    Transport { endpoint: String, message: String },
+    #[error("Okta rate limit on {endpoint} still exceeded after {waits} waits")]
+    RateLimited { endpoint: String, waits: u32 },
+    #[error("unexpected response from Okta on {endpoint}: {message}")]
+    InvalidResponse { endpoint: String, message: String },
+    /// A `next` link pointing away from the org: never follow it (it would carry our token).
+    #[error("Okta pagination on {endpoint} pointed outside the org ({origin}); listing stopped")]
+    ForeignLink { endpoint: String, origin: String },
+}
+
+impl OktaError {
+    /// The object does not exist (Okta's `E0000007`, HTTP 404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, OktaError::Api { status: 404, .. })
+    }
+}
+
+/// Which users a listing returns: Okta's plain listing leaves DEPROVISIONED users out,
+/// a `search` brings them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserListing {
+    /// Every user but the DEPROVISIONED ones.
+    Default,
+    Deprovisioned,
+}
+
+/// What the sync core reads from Okta.
+pub trait OktaDirectory: Send + Sync {
+    fn list_users(&self, listing: UserListing) -> impl Future<Output = Result<Vec<Value>, OktaError>> + Send;
+    fn list_groups(&self) -> impl Future<Output = Result<Vec<Value>, OktaError>> + Send;
+    /// Ids of a group's members.
+    fn list_group_member_ids(
+        &self,
+        group_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, OktaError>> + Send;
+    fn list_apps(&self) -> impl Future<Output = Result<Vec<Value>, OktaError>> + Send;
+    /// Ids of the users assigned to an app, directly or through a group.
+    fn list_app_user_ids(&self, app_id: &str) -> impl Future<Output = Result<Vec<String>, OktaError>> + Send;
+    /// Calls, 429s and rate-limit waits so far.
+    fn stats(&self) -> ApiStats;
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+/// HTTP client of the Okta Management API.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    auth: HeaderValue,
+    in_flight: Semaphore,
+    limiter: RateLimiter,
+    retry: crate::retry::RetryPolicy,
+    calls: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+impl Client {
+    pub fn new(config: &OktaConfig) -> Result<Self, OktaError> {
+        let mut auth =
+            HeaderValue::from_str(&format!("SSWS {}", config.api_token.expose_secret())).map_err(|_| {
+                OktaError::InvalidResponse {
+                    endpoint: "config".into(),
+                    message: "OKTA_API_TOKEN is not a valid header value".into(),
+                }
+            })?;
+        auth.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("okta-port/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| OktaError::Transport {
+                endpoint: "client".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base: config.base_url.clone(),
+                auth,
+                in_flight: Semaphore::new(config.max_in_flight),
+                limiter: RateLimiter::default(),
+                retry: config.retry.clone(),
+                calls: AtomicU64::new(0),
+                rate_limited: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = self.inner.base.join(path).expect("static API path");
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// GET one object, e.g. `/api/v1/users/{id}`.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, OktaError> {
+        let (body, _) = self.send(self.url(path, &[])).await?;
+        parse(path, &body)
+    }
+
+    /// GET every page of a listing, following `Link: rel="next"` verbatim.
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<T>, OktaError> {
+        let mut url = Some(self.url(path, query));
+        let mut items = Vec::new();
+        while let Some(current) = url.take() {
+            let (body, headers) = self.send(current).await?;
+            let page: Vec<T> = parse(path, &body)?;
+            items.extend(page);
+            if let Some(next) = next_link(&headers) {
+                let next = Url::parse(&next).map_err(|e| OktaError::InvalidResponse {
+                    endpoint: path.into(),
+                    message: format!("bad next link: {e}"),
+                })?;
+                if next.origin() != self.inner.base.origin() {
+                    return Err(OktaError::ForeignLink {
+                        endpoint: path.into(),
+                        origin: next.origin().ascii_serialization(),
+                    });
+                }
+                url = Some(next);
+            }
+        }
+        Ok(items)
+    }
+
+    /// One request with throttling, bounded concurrency and retries.
+    async fn send(&self, url: Url) -> Result<(bytes::Bytes, HeaderMap), OktaError> {
+        let inner = &self.inner;
+        let endpoint = url.path().to_owned();
+        let bucket = bucket_of(&endpoint);
+        let mut failures = 0u32;
+        let mut rate_limit_waits = 0u32;
+        loop {
+            inner.limiter.acquire(bucket).await;
+            let permit = inner.in_flight.acquire().await.expect("semaphore never closed");
+            inner.calls.fetch_add(1, Ordering::Relaxed);
+            let result = inner
+                .http
+                .get(url.clone())
+                .header(AUTHORIZATION, inner.auth.clone())
+                .header(ACCEPT, "application/json")
+                .send()
+                .await;
+            let response = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    drop(permit);
+                    inner.limiter.release(bucket, None);
+                    failures += 1;
+                    if failures < inner.retry.max_attempts {
+                        tracing::warn!(endpoint, error = %e.without_url(), attempt = failures, "Okta request failed; retrying");
+                        tokio::time::sleep(inner.retry.backoff(failures)).await;
+                        continue;
+                    }
+                    return Err(OktaError::Transport {
+                        endpoint,
+                        message: e.without_url().to_string(),
+                    });
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            inner.limiter.release(bucket, Budget::from_headers(&headers));
+            let body = response.bytes().await;
+            drop(permit);
+            let body = match body {
+                Ok(b) => b,
+                Err(e) => {
+                    failures += 1;
+                    if failures < inner.retry.max_attempts {
+                        tokio::time::sleep(inner.retry.backoff(failures)).await;
+                        continue;
+                    }
+                    return Err(OktaError::Transport {
+                        endpoint,
+                        message: e.without_url().to_string(),
+                    });
+                }
+            };
+            if status.is_success() {
+                return Ok((body, headers));
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                inner.rate_limited.fetch_add(1, Ordering::Relaxed);
+                rate_limit_waits += 1;
+                if rate_limit_waits <= MAX_RATE_LIMIT_WAITS {
+                    // The limiter now knows the bucket is spent and waits for its reset.
+                    tracing::warn!(endpoint, "Okta answered 429; waiting for the rate-limit reset");
+                    continue;
+                }
+                return Err(OktaError::RateLimited {
+                    endpoint,
+                    waits: rate_limit_waits,
+                });
+            }
+            let error = api_error(status, &endpoint, &body, &headers);
+            if status.is_server_error() {
+                failures += 1;
+                if failures < inner.retry.max_attempts {
+                    tracing::warn!(%error, attempt = failures, "Okta server error; retrying");
+                    tokio::time::sleep(inner.retry.backoff(failures)).await;
+                    continue;
+                }
+            }
+            return Err(error);
+        }
+    }
+}
+
+impl OktaDirectory for Client {
+    async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError> {
+        let limit = USERS_PAGE.to_string();
+        match listing {
+            UserListing::Default => self.list("/api/v1/users", &[("limit", &limit)]).await,
+            UserListing::Deprovisioned => {
+                self.list(
+                    "/api/v1/users",
+                    &[("search", "status eq \"DEPROVISIONED\""), ("limit", &limit)],
+                )
+                .await
+            }
+        }
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Value>, OktaError> {
+        self.list("/api/v1/groups", &[("limit", &GROUPS_PAGE.to_string())])
+            .await
+    }
+
+    async fn list_group_member_ids(&self, group_id: &str) -> Result<Vec<String>, OktaError> {
+        let path = format!("/api/v1/groups/{}/users", encode_segment(group_id));
+        let members: Vec<IdOnly> = self
+            .list(&path, &[("limit", &GROUP_USERS_PAGE.to_string())])
+            .await?;
+        Ok(members.into_iter().map(|m| m.id).collect())
+    }
+
+    async fn list_apps(&self) -> Result<Vec<Value>, OktaError> {
+        self.list("/api/v1/apps", &[("limit", &APPS_PAGE.to_string())])
+            .await
+    }
+
+    async fn list_app_user_ids(&self, app_id: &str) -> Result<Vec<String>, OktaError> {
+        let path = format!("/api/v1/apps/{}/users", encode_segment(app_id));
+        let users: Vec<IdOnly> = self
+            .list(&path, &[("limit", &APP_USERS_PAGE.to_string())])
+            .await?;
+        Ok(users.into_iter().map(|u| u.id).collect())
+    }
+
+    fn stats(&self) -> ApiStats {
+        ApiStats {
+            calls: self.inner.calls.load(Ordering::Relaxed),
+            rate_limited: self.inner.rate_limited.load(Ordering::Relaxed),
+            rate_limit_wait_ms: self.inner.limiter.waited().as_millis() as u64,
+        }
+    }
+}
+
+/// Ids come from Okta itself, but never let one rewrite the path.
+fn encode_segment(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
+fn parse<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, OktaError> {
+    serde_json::from_slice(body).map_err(|e| OktaError::InvalidResponse {
+        endpoint: endpoint.into(),
+        message: e.to_string(),
+    })
+}
+
+fn api_error(status: StatusCode, endpoint: &str, body: &[u8], headers: &HeaderMap) -> OktaError {
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct OktaErrorBody {
+        error_code: String,
+        error_summary: String,
+        error_id: String,
+    }
+    let parsed: OktaErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let id = if parsed.error_id.is_empty() {
+        // Fall back to the request id, which Okta support can trace too.
+        headers
+            .get("x-okta-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    } else {
+        parsed.error_id
+    };
+    OktaError::Api {
+        status: status.as_u16(),
+        endpoint: endpoint.into(),
+        code: if parsed.error_code.is_empty() {
+            "-".into()
+        } else {
+            parsed.error_code
+        },
+        summary: parsed.error_summary,
+        id,
+    }
+}
+
+/// The `rel="next"` target of the `Link` headers (Okta sends one header per relation).
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|link| {
+            let (target, params) = link.split_once(';')?;
+            let is_next = params.split(';').any(|p| {
+                let p = p.trim();
+                p.eq_ignore_ascii_case("rel=\"next\"") || p.eq_ignore_ascii_case("rel=next")
+            });
+            is_next.then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_link_is_found_among_several() {
+        let mut h = HeaderMap::new();
+        h.append(
+            LINK,
+            HeaderValue::from_static("<https://x.okta.com/api/v1/users?limit=200>; rel=\"self\""),
+        );
+        h.append(
+            LINK,
+            HeaderValue::from_static("<https://x.okta.com/api/v1/users?after=00u5&limit=200>; rel=\"next\""),
+        );
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://x.okta.com/api/v1/users?after=00u5&limit=200")
+        );
+        let mut h = HeaderMap::new();
+        h.append(
+            LINK,
+            HeaderValue::from_static("<https://x/a>; rel=\"self\", <https://x/b>; rel=\"next\""),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("https://x/b"));
+        let mut h = HeaderMap::new();
+        h.append(LINK, HeaderValue::from_static("<https://x/a>; rel=\"self\""));
+        assert_eq!(next_link(&h), None);
+    }
+
+    #[test]
+    fn errors_carry_okta_codes() {
+        let body = br#"{"errorCode":"E0000006","errorSummary":"You do not have permission","errorLink":"E0000006","errorId":"oae123","errorCauses":[]}"#;
+        let e = api_error(StatusCode::FORBIDDEN, "/api/v1/groups", body, &HeaderMap::new());
+        let text = e.to_string();
+        assert!(
+            text.contains("403") && text.contains("E0000006") && text.contains("oae123"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,735 @@
+//! HTTP implementation of `PortCatalog`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use url::Url;
+
+use super::{
+    BULK_DELETE_MAX, BULK_MAX_ENTITIES, DeleteResult, Entity, MAX_BODY_BYTES, PortCatalog, PortError,
+    StoredEntity, WriteFailure, WriteResult,
+};
+use crate::config::PortConfig;
+use crate::report::{ApiStats, Failure};
+use crate::retry::RetryPolicy;
+
+/// Room left in a bulk body for the `{"entities":[…]}` envelope.
+const ENVELOPE_BYTES: usize = 64;
+/// 429s one request may wait out before giving up.
+const MAX_RATE_LIMIT_WAITS: u32 = 10;
+/// Page size of the entity search (Port's maximum).
+const SEARCH_PAGE: u32 = 1000;
+
+/// HTTP client of the Port API.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    client_id: String,
+    client_secret: SecretString,
+    installation_id: String,
+    token: tokio::sync::Mutex<Option<Token>>,
+    retry: RetryPolicy,
+    max_concurrency: usize,
+    calls: AtomicU64,
+    rate_limited: AtomicU64,
+    waited_ms: AtomicU64,
+}
+
+struct Token {
+    value: SecretString,
+    refresh_at: Instant,
+}
+
+/// The User-Agent Port records as `$datasource`: stable across versions in its last segment.
+pub fn user_agent(installation_id: &str) -> String {
+    format!("okta-port/{}/{installation_id}", env!("CARGO_PKG_VERSION"))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Envelope {
+    error: String,
+    message: String,
+}
+
+impl Client {
+    pub fn new(config: &PortConfig) -> Result<Self, PortError> {
+        let http = reqwest::Client::builder()
+            .user_agent(user_agent(&config.installation_id))
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| PortError::Transport {
+                route: "client".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base: config.api_url.clone(),
+                client_id: config.client_id.clone(),
+                client_secret: config.client_secret.clone(),
+                installation_id: config.installation_id.clone(),
+                token: tokio::sync::Mutex::new(None),
+                retry: config.retry.clone(),
+                max_concurrency: config.max_concurrency,
+                calls: AtomicU64::new(0),
+                rate_limited: AtomicU64::new(0),
+                waited_ms: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .expect("http(s) base URL")
+            .pop_if_empty()
+            .push("v1")
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// The cached token, or a new one. One caller fetches while the others wait for it.
+    async fn token(&self) -> Result<String, PortError> {
+        let mut cached = self.inner.token.lock().await;
+        if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
+            return Ok(t.value.expose_secret().to_owned());
+        }
+        let token = self.fetch_token().await?;
+        let value = token.value.expose_secret().to_owned();
+        *cached = Some(token);
+        Ok(value)
+    }
+
+    /// Drops the cached token if it is still the one that was refused.
+    async fn invalidate(&self, refused: &str) {
+        let mut cached = self.inner.token.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|t| t.value.expose_secret() == refused)
+        {
+            *cached = None;
+        }
+    }
+
+    async fn fetch_token(&self) -> Result<Token, PortError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct TokenResponse {
+            access_token: String,
+            expires_in: f64,
+        }
+        let route = "/v1/auth/access_token";
+        let body = serde_json::to_vec(&json!({
+            "clientId": self.inner.client_id,
+            "clientSecret": self.inner.client_secret.expose_secret(),
+        }))
+        .expect("serializable");
+        let url = self.url(&["auth", "access_token"], &[]);
+        let (status, _, bytes) = self
+            .send_with_retries(Method::POST, url, route, Some(body.into()), None)
+            .await?;
+        if !status.is_success() {
+            let env: Envelope = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(PortError::Auth {
+                status: status.as_u16(),
+                message: env.message,
+            });
+        }
+        let t: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| PortError::InvalidResponse {
+            route: route.into(),
+            message: format!("token response: {e}"),
+        })?;
+        let lifetime = Duration::from_secs_f64(t.expires_in.max(0.0));
+        // Refresh a little early; Port hands back the same token while it is alive anyway.
+        let refresh_at = Instant::now() + lifetime.saturating_sub(Duration::from_secs(30).min(lifetime / 10));
+        Ok(Token {
+            value: SecretString::from(t.access_token),
+            refresh_at,
+        })
+    }
+
+    /// Sends an authenticated request, retrying what is worth retrying and refreshing the
+    /// token once on a 401. Returns the final status and body for the caller to interpret.
+    async fn request(
+        &self,
+        method: Method,
+        url: Url,
+        route: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), PortError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.token().await?;
+            let (status, headers, bytes) = self
+                .send_with_retries(method.clone(), url.clone(), route, body.clone(), Some(&token))
+                .await?;
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                tracing::info!(route, "Port refused the token; fetching a new one");
+                self.invalidate(&token).await;
+                refreshed = true;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED {
+                let env: Envelope = serde_json::from_slice(&bytes).unwrap_or_default();
+                return Err(PortError::Auth {
+                    status: 401,
+                    message: env.message,
+                });
+            }
+            return Ok((status, headers, bytes));
+        }
+    }
+
+    async fn send_with_retries(
+        &self,
+        method: Method,
+        url: Url,
+        route: &str,
+        body: Option<Bytes>,
+        token: Option<&str>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), PortError> {
+        let inner = &self.inner;
+        let mut failures = 0u32;
+        let mut rate_limit_waits = 0u32;
+        loop {
+            inner.calls.fetch_add(1, Ordering::Relaxed);
+            let mut request = inner
+                .http
+                .request(method.clone(), url.clone())
+                .header(CONTENT_TYPE, "application/json");
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            let result = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    response.bytes().await.map(|b| (status, headers, b))
+                }
+                Err(e) => Err(e),
+            };
+            let wait = match result {
+                Err(e) => {
+                    failures += 1;
+                    if failures >= inner.retry.max_attempts {
+                        return Err(PortError::Transport {
+                            route: route.into(),
+                            message: e.without_url().to_string(),
+                        });
+                    }
+                    tracing::warn!(route, error = %e.without_url(), attempt = failures, "Port request failed; retrying");
+                    inner.retry.backoff(failures)
+                }
+                Ok((status, headers, bytes)) => match status.as_u16() {
+                    429 => {
+                        inner.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        rate_limit_waits += 1;
+                        if rate_limit_waits > MAX_RATE_LIMIT_WAITS {
+                            return Ok((status, headers, bytes));
+                        }
+                        let wait = server_wait(&headers, true)
+                            .unwrap_or_else(|| inner.retry.backoff(rate_limit_waits))
+                            .min(inner.retry.max_delay);
+                        inner
+                            .waited_ms
+                            .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+                        tracing::warn!(
+                            route,
+                            wait_ms = wait.as_millis() as u64,
+                            "Port answered 429; waiting"
+                        );
+                        wait
+                    }
+                    408 | 502 | 503 | 504 => {
+                        failures += 1;
+                        if failures >= inner.retry.max_attempts {
+                            return Ok((status, headers, bytes));
+                        }
+                        tracing::warn!(
+                            route,
+                            status = status.as_u16(),
+                            attempt = failures,
+                            "Port unavailable; retrying"
+                        );
+                        server_wait(&headers, false)
+                            .unwrap_or_else(|| inner.retry.backoff(failures))
+                            .min(inner.retry.max_delay)
+                    }
+                    _ => return Ok((status, headers, bytes)),
+                },
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Turns a non-success answer into a `PortError`.
+    fn api_error(route: &str, status: StatusCode, headers: &HeaderMap, bytes: &[u8]) -> PortError {
+        let env: Envelope = serde_json::from_slice(bytes).unwrap_or_default();
+        PortError::Api {
+            status: status.as_u16(),
+            route: route.into(),
+            error: env.error,
+            message: env.message,
+            trace_id: headers
+                .get("x-trace-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .into(),
+        }
+    }
+
+    async fn bulk_upsert(&self, blueprint: &str, batch: Vec<(Entity, Vec<u8>)>) -> Vec<WriteResult> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct BulkResponse {
+            entities: Vec<BulkOk>,
+            errors: Vec<BulkErr>,
+        }
+        #[derive(Deserialize)]
+        struct BulkOk {
+            index: usize,
+            created: bool,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct BulkErr {
+            index: usize,
+            status_code: u16,
+            error: String,
+            message: String,
+        }
+
+        let route = format!("/v1/blueprints/{blueprint}/entities/bulk");
+        let mut body =
+            Vec::with_capacity(batch.iter().map(|(_, b)| b.len() + 1).sum::<usize>() + ENVELOPE_BYTES);
+        body.extend_from_slice(b"{\"entities\":[");
+        for (i, (_, bytes)) in batch.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(bytes);
+        }
+        body.extend_from_slice(b"]}");
+        let url = self.url(&["blueprints", blueprint, "entities", "bulk"], UPSERT_QUERY);
+        let answer = self.request(Method::POST, url, &route, Some(body.into())).await;
+        let ids: Vec<String> = batch.iter().map(|(e, _)| e.identifier.clone()).collect();
+        match answer {
+            Ok((status, _, bytes)) if status == StatusCode::OK || status.as_u16() == 207 => {
+                let parsed: BulkResponse = match serde_json::from_slice(&bytes) {
+                    Ok(p) => p,
+                    Err(e) => return fail_all(&ids, 0, "invalid_response", &e.to_string()),
+                };
+                let mut outcomes: Vec<Option<Result<bool, WriteFailure>>> = vec![None; ids.len()];
+                for ok in parsed.entities {
+                    if let Some(slot) = outcomes.get_mut(ok.index) {
+                        *slot = Some(Ok(ok.created));
+                    }
+                }
+                for err in parsed.errors {
+                    if let Some(slot) = outcomes.get_mut(err.index) {
+                        *slot = Some(Err(WriteFailure {
+                            status: err.status_code,
+                            error: err.error,
+                            message: err.message,
+                        }));
+                    }
+                }
+                ids.into_iter()
+                    .zip(outcomes)
+                    .map(|(identifier, outcome)| WriteResult {
+                        identifier,
+                        outcome: outcome.unwrap_or_else(|| {
+                            Err(WriteFailure {
+                                status: 0,
+                                error: "missing_result".into(),
+                                message: "Port's bulk answer had no result for this entity".into(),
+                            })
+                        }),
+                    })
+                    .collect()
+            }
+            Ok((StatusCode::PAYLOAD_TOO_LARGE, _, _)) => {
+                tracing::warn!(
+                    blueprint,
+                    entities = ids.len(),
+                    "bulk upsert too large; sending one by one"
+                );
+                let mut results = Vec::with_capacity(batch.len());
+                for (entity, bytes) in batch {
+                    results.push(self.single_upsert(blueprint, entity.identifier, bytes).await);
+                }
+                results
+            }
+            Ok((status, headers, bytes)) => match Self::api_error(&route, status, &headers, &bytes) {
+                PortError::Api {
+                    status,
+                    error,
+                    message,
+                    ..
+                } => fail_all(&ids, status, &error, &message),
+                other => fail_all(&ids, status.as_u16(), "error", &other.to_string()),
+            },
+            Err(e) => fail_all(&ids, e.status().unwrap_or(0), "request_failed", &e.to_string()),
+        }
+    }
+
+    async fn single_upsert(&self, blueprint: &str, identifier: String, body: Vec<u8>) -> WriteResult {
+        let route = format!("/v1/blueprints/{blueprint}/entities");
+        let url = self.url(&["blueprints", blueprint, "entities"], UPSERT_QUERY);
+        let outcome = match self.request(Method::POST, url, &route, Some(body.into())).await {
+            Ok((status, _, _)) if status.is_success() => Ok(status == StatusCode::CREATED),
+            Ok((status, _, bytes)) => {
+                let env: Envelope = serde_json::from_slice(&bytes).unwrap_or_default();
+                Err(WriteFailure {
+                    status: status.as_u16(),
+                    error: env.error,
+                    message: env.message,
+                })
+            }
+            Err(e) => Err(WriteFailure {
+                status: e.status().unwrap_or(0),
+                error: "request_failed".into(),
+                message: e.to_string(),
+            }),
+        };
+        WriteResult { identifier, outcome }
+    }
+
+    async fn delete_batch(&self, blueprint: &str, ids: &[String]) -> Result<Vec<String>, PortError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct DeleteResponse {
+            deleted_entities: Vec<String>,
+        }
+        let route = format!("/v1/blueprints/{blueprint}/bulk/entities/delete");
+        let url = self.url(
+            &["blueprints", blueprint, "bulk", "entities", "delete"],
+            &[("delete_dependents", "false")],
+        );
+        let body = serde_json::to_vec(&json!({ "entities": ids })).expect("serializable");
+        let (status, headers, bytes) = self.request(Method::POST, url, &route, Some(body.into())).await?;
+        if !status.is_success() {
+            return Err(Self::api_error(&route, status, &headers, &bytes));
+        }
+        let parsed: DeleteResponse =
+            serde_json::from_slice(&bytes).map_err(|e| PortError::InvalidResponse {
+                route: route.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(parsed.deleted_entities)
+    }
+}
+
+/// A bulk delete's identifiers and Port's answer.
+type ChunkAnswer = (Vec<String>, Result<Vec<String>, PortError>);
+
+const UPSERT_QUERY: &[(&str, &str)] = &[
+    ("upsert", "true"),
+    ("merge", "true"),
+    ("create_missing_related_entities", "false"),
+    ("validation_only", "false"),
+];
+
+fn fail_all(ids: &[String], status: u16, error: &str, message: &str) -> Vec<WriteResult> {
+    ids.iter()
+        .map(|id| WriteResult {
+            identifier: id.clone(),
+            outcome: Err(WriteFailure {
+                status,
+                error: error.into(),
+                message: message.into(),
+            }),
+        })
+        .collect()
+}
+
+/// How long the server asked us to wait: `Retry-After` (seconds or an HTTP date), else,
+/// for a 429, `x-ratelimit-reset` (an epoch second above 10,000, else seconds from now).
+fn server_wait(headers: &HeaderMap, rate_limited: bool) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now();
+    if let Some(v) = text(RETRY_AFTER.as_str()) {
+        if let Ok(secs) = v.trim().parse::<f64>() {
+            return Some(Duration::from_secs_f64(secs.max(0.0)));
+        }
+        if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v) {
+            return Some(
+                (at.with_timezone(&chrono::Utc) - now)
+                    .to_std()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    if !rate_limited {
+        return None;
+    }
+    let reset = text("x-ratelimit-reset")?.trim().parse::<f64>().ok()?;
+    let secs = if reset > 10_000.0 {
+        reset - now.timestamp() as f64
+    } else {
+        reset
+    };
+    Some(Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// Splits serialized entities into bulk batches of at most 20 entities and 1 MiB.
+fn batches(entities: Vec<Entity>) -> Vec<Vec<(Entity, Vec<u8>)>> {
+    let mut out: Vec<Vec<(Entity, Vec<u8>)>> = Vec::new();
+    let mut size = 0;
+    for entity in entities {
+        let bytes = serde_json::to_vec(&entity).expect("entities serialize");
+        let fits = out.last().is_some_and(|b| {
+            b.len() < BULK_MAX_ENTITIES && size + bytes.len() + 1 + ENVELOPE_BYTES <= MAX_BODY_BYTES
+        });
+        if !fits {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += bytes.len() + 1;
+        out.last_mut().expect("just pushed").push((entity, bytes));
+    }
+    out
+}
+
+impl PortCatalog for Client {
+    async fn ensure_blueprints(&self, blueprints: &[Value]) -> Result<Vec<String>, PortError> {
+        let mut created = Vec::new();
+        for bp in blueprints {
+            let id = bp["identifier"].as_str().unwrap_or_default();
+            if self.blueprint_exists(id).await? {
+                continue;
+            }
+            // Bare first: a relation may target a blueprint (even this one) not created yet.
+            let mut bare = bp.clone();
+            if let Some(obj) = bare.as_object_mut() {
+                obj.remove("relations");
+            }
+            let route = "/v1/blueprints";
+            let body = serde_json::to_vec(&bare).expect("serializable");
+            let (status, headers, bytes) = self
+                .request(
+                    Method::POST,
+                    self.url(&["blueprints"], &[]),
+                    route,
+                    Some(body.into()),
+                )
+                .await?;
+            if !status.is_success() {
+                return Err(Self::api_error(route, status, &headers, &bytes));
+            }
+            tracing::info!(blueprint = id, "created blueprint");
+            created.push(id.to_owned());
+        }
+        for bp in blueprints {
+            let id = bp["identifier"].as_str().unwrap_or_default();
+            let relations = &bp["relations"];
+            if !created.iter().any(|c| c == id) || relations.as_object().is_none_or(|r| r.is_empty()) {
+                continue;
+            }
+            let route = format!("/v1/blueprints/{id}");
+            let body = serde_json::to_vec(&json!({ "relations": relations })).expect("serializable");
+            let (status, headers, bytes) = self
+                .request(
+                    Method::PATCH,
+                    self.url(&["blueprints", id], &[]),
+                    &route,
+                    Some(body.into()),
+                )
+                .await?;
+            if !status.is_success() {
+                return Err(Self::api_error(&route, status, &headers, &bytes));
+            }
+        }
+        Ok(created)
+    }
+
+    async fn blueprint_exists(&self, blueprint: &str) -> Result<bool, PortError> {
+        let route = format!("/v1/blueprints/{blueprint}");
+        let (status, headers, bytes) = self
+            .request(
+                Method::GET,
+                self.url(&["blueprints", blueprint], &[]),
+                &route,
+                None,
+            )
+            .await?;
+        match status {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(Self::api_error(&route, s, &headers, &bytes)),
+        }
+    }
+
+    async fn upsert(&self, blueprint: &str, entities: Vec<Entity>) -> Vec<WriteResult> {
+        let results: Vec<Vec<WriteResult>> = futures::stream::iter(batches(entities))
+            .map(|batch| self.bulk_upsert(blueprint, batch))
+            .buffered(self.inner.max_concurrency)
+            .collect()
+            .await;
+        results.into_iter().flatten().collect()
+    }
+
+    async fn delete(&self, blueprint: &str, identifiers: &[String]) -> DeleteResult {
+        let chunks: Vec<Vec<String>> = identifiers
+            .chunks(BULK_DELETE_MAX)
+            .map(<[String]>::to_vec)
+            .collect();
+        let answers: Vec<ChunkAnswer> = futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let answer = self.delete_batch(blueprint, &chunk).await;
+                (chunk, answer)
+            })
+            .buffered(self.inner.max_concurrency)
+            .collect()
+            .await;
+        let mut result = DeleteResult::default();
+        for (chunk, answer) in answers {
+            match answer {
+                Ok(deleted) => {
+                    // Port's list is the truth: an id it did not name was not deleted.
+                    for id in chunk.iter().filter(|id| !deleted.contains(id)) {
+                        result.failed.push(Failure {
+                            identifier: id.clone(),
+                            reason: "Port did not delete it".into(),
+                        });
+                    }
+                    result.deleted.extend(deleted);
+                }
+                Err(e) => result.failed.extend(chunk.iter().map(|id| Failure {
+                    identifier: id.clone(),
+                    reason: e.to_string(),
+                })),
+            }
+        }
+        result
+    }
+
+    async fn list_own(&self, blueprint: &str) -> Result<Vec<StoredEntity>, PortError> {
+        #[derive(Deserialize)]
+        struct SearchPage {
+            entities: Vec<StoredEntity>,
+            #[serde(default)]
+            next: Option<String>,
+        }
+        let route = format!("/v1/blueprints/{blueprint}/entities/search");
+        let url = self.url(&["blueprints", blueprint, "entities", "search"], &[]);
+        // Our entities are those whose $datasource is our User-Agent, whatever the version.
+        let query = json!({
+            "combinator": "and",
+            "rules": [
+                { "property": "$datasource", "operator": "beginsWith", "value": "okta-port/" },
+                { "property": "$datasource", "operator": "endsWith", "value": format!("/{}", self.inner.installation_id) },
+            ]
+        });
+        let mut from: Option<String> = None;
+        let mut all = Vec::new();
+        loop {
+            let mut body = json!({ "query": query, "limit": SEARCH_PAGE });
+            if let Some(f) = &from {
+                body["from"] = json!(f);
+            }
+            let body = serde_json::to_vec(&body).expect("serializable");
+            let (status, headers, bytes) = self
+                .request(Method::POST, url.clone(), &route, Some(body.into()))
+                .await?;
+            if status == StatusCode::NOT_FOUND && from.is_none() {
+                // No such blueprint yet: nothing of ours in it.
+                return Ok(Vec::new());
+            }
+            if !status.is_success() {
+                return Err(Self::api_error(&route, status, &headers, &bytes));
+            }
+            let page: SearchPage =
+                serde_json::from_slice(&bytes).map_err(|e| PortError::InvalidResponse {
+                    route: route.clone(),
+                    message: e.to_string(),
+                })?;
+            all.extend(page.entities);
+            match page.next.filter(|n| !n.is_empty()) {
+                Some(n) => from = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    fn stats(&self) -> ApiStats {
+        ApiStats {
+            calls: self.inner.calls.load(Ordering::Relaxed),
+            rate_limited: self.inner.rate_limited.load(Ordering::Relaxed),
+            rate_limit_wait_ms: self.inner.waited_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn entity(id: &str, filler: usize) -> Entity {
+        Entity {
+            identifier: id.into(),
+            title: Some("x".repeat(filler)),
+            properties: Default::default(),
+            relations: Default::default(),
+        }
+    }
+
+    #[test]
+    fn batches_respect_count_and_size() {
+        let small: Vec<Entity> = (0..45).map(|i| entity(&i.to_string(), 10)).collect();
+        let sizes: Vec<usize> = batches(small).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![20, 20, 5]);
+        // 300 KiB each: three fit under 1 MiB, a fourth does not.
+        let big: Vec<Entity> = (0..7).map(|i| entity(&i.to_string(), 300 * 1024)).collect();
+        let sizes: Vec<usize> = batches(big).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![3, 3, 1]);
+    }
+
+    #[test]
+    fn waits_follow_the_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("7"));
+        assert_eq!(server_wait(&h, true), Some(Duration::from_secs(7)));
+        assert_eq!(server_wait(&h, false), None);
+        let epoch = (chrono::Utc::now().timestamp() + 20).to_string();
+        h.insert("x-ratelimit-reset", HeaderValue::from_str(&epoch).unwrap());
+        let w = server_wait(&h, true).unwrap();
+        assert!(
+            w <= Duration::from_secs(20) && w >= Duration::from_secs(18),
+            "{w:?}"
+        );
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(server_wait(&h, false), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn user_agent_ends_with_the_installation() {
+        assert_eq!(
+            user_agent("prod"),
+            format!("okta-port/{}/prod", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}

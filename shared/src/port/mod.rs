@@ -1,0 +1,123 @@
+//! Port API: the `PortCatalog` trait the sync core writes through, and `Client`, its HTTP
+//! implementation (token cache, bulk upserts and deletes, paginated search of our own
+//! entities, retries honouring Port's rate-limit headers).
+
+mod client;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use client::Client;
+
+use crate::report::{ApiStats, Failure};
+
+/// Bulk upsert limits (Port rejects more).
+pub const BULK_MAX_ENTITIES: usize = 20;
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Bulk delete takes up to 100 identifiers.
+pub const BULK_DELETE_MAX: usize = 100;
+
+/// An entity as we write it and as Port returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub identifier: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+    #[serde(default)]
+    pub relations: Map<String, Value>,
+}
+
+/// Our entity as stored in Port, with the time Port last saw it written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StoredEntity {
+    #[serde(flatten)]
+    pub entity: Entity,
+    #[serde(default, rename = "updatedAt")]
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Why Port refused one entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure {
+    pub status: u16,
+    pub error: String,
+    pub message: String,
+}
+
+impl WriteFailure {
+    /// A relation target that does not exist (yet): worth a retry once targets are written.
+    pub fn is_not_found(&self) -> bool {
+        self.status == 404 && self.error == "not_found"
+    }
+}
+
+impl std::fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.error, self.message)
+    }
+}
+
+/// Result of upserting one entity: `Ok(created)` or why it failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteResult {
+    pub identifier: String,
+    pub outcome: Result<bool, WriteFailure>,
+}
+
+/// What a deletion did: the ids Port confirmed deleted, and the ones it could not delete.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeleteResult {
+    pub deleted: Vec<String>,
+    pub failed: Vec<Failure>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("Port refused our credentials ({status}): {message}")]
+    Auth { status: u16, message: String },
+    #[error("Port answered {status} on {route}: {error}: {message} (trace {trace_id})")]
+    Api {
+        status: u16,
+        route: String,
+        error: String,
+        message: String,
+        trace_id: String,
+    },
+    #[error("Port request to {route} failed: {message}")]
+    Transport { route: String, message: String },
+    #[error("unexpected response from Port on {route}: {message}")]
+    InvalidResponse { route: String, message: String },
+}
+
+impl PortError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            PortError::Auth { status, .. } | PortError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What the sync core needs from Port.
+pub trait PortCatalog: Send + Sync {
+    /// Creates the missing blueprints (bare first, then their relations); never alters an
+    /// existing one. Returns the identifiers it created.
+    fn ensure_blueprints(
+        &self,
+        blueprints: &[Value],
+    ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
+    /// Whether a blueprint exists.
+    fn blueprint_exists(&self, blueprint: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Upserts (merge) entities of one blueprint; one result per entity, in input order.
+    fn upsert(&self, blueprint: &str, entities: Vec<Entity>)
+    -> impl Future<Output = Vec<WriteResult>> + Send;
+    /// Deletes entities without their dependents (Port clears the references to them).
+    fn delete(&self, blueprint: &str, identifiers: &[String]) -> impl Future<Output = DeleteResult> + Send;
+    /// Every entity of the blueprint written by this installation.
+    fn list_own(&self, blueprint: &str) -> impl Future<Output = Result<Vec<StoredEntity>, PortError>> + Send;
+    fn stats(&self) -> ApiStats;
+}

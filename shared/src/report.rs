@@ -1,0 +1,149 @@
+//! What a sync did: counts per blueprint, failures by id and reason, API usage.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Usage of one API during a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ApiStats {
+    /// Requests sent, retries included.
+    pub calls: u64,
+    /// 429 answers met.
+    pub rate_limited: u64,
+    /// Time spent paused for rate limits (summed over concurrent requests).
+    pub rate_limit_wait_ms: u64,
+}
+
+impl ApiStats {
+    /// Usage between two snapshots of a client's counters.
+    pub fn since(self, before: ApiStats) -> ApiStats {
+        ApiStats {
+            calls: self.calls - before.calls,
+            rate_limited: self.rate_limited - before.rate_limited,
+            rate_limit_wait_ms: self.rate_limit_wait_ms - before.rate_limit_wait_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub identifier: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BlueprintReport {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub deleted: usize,
+    pub failed: Vec<Failure>,
+    /// Dry run only: what a real run would create, update and delete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub create: Vec<String>,
+    pub update: Vec<String>,
+    pub delete: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub dry_run: bool,
+    pub blueprints: BTreeMap<String, BlueprintReport>,
+    pub okta: ApiStats,
+    pub port: ApiStats,
+    /// Okta objects that could not be mapped to entities.
+    pub unmapped: Vec<Failure>,
+    /// Why the run is incomplete (failed listings, refused deletions); empty on success.
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    pub fn blueprint(&mut self, blueprint: &str) -> &mut BlueprintReport {
+        self.blueprints.entry(blueprint.to_owned()).or_default()
+    }
+
+    pub fn failed_entities(&self) -> usize {
+        self.unmapped.len() + self.blueprints.values().map(|b| b.failed.len()).sum::<usize>()
+    }
+
+    /// A run succeeds when it saw all of Okta, wrote every entity and did every deletion.
+    pub fn is_success(&self) -> bool {
+        self.errors.is_empty() && self.failed_entities() == 0
+    }
+
+    /// One line naming what went wrong, for an error return.
+    pub fn failure_summary(&self) -> String {
+        let mut parts = self.errors.clone();
+        for (bp, b) in &self.blueprints {
+            if let Some(first) = b.failed.first() {
+                parts.push(format!(
+                    "{} {bp} entities failed (first: {}: {})",
+                    b.failed.len(),
+                    first.identifier,
+                    first.reason
+                ));
+            }
+        }
+        parts.join("; ")
+    }
+
+    /// A human-readable table for the CLI.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "{:<18} {:>8} {:>8} {:>10} {:>8} {:>7}\n",
+            "blueprint", "created", "updated", "unchanged", "deleted", "failed"
+        );
+        for (bp, b) in &self.blueprints {
+            out += &format!(
+                "{bp:<18} {:>8} {:>8} {:>10} {:>8} {:>7}\n",
+                b.created,
+                b.updated,
+                b.unchanged,
+                b.deleted,
+                b.failed.len()
+            );
+        }
+        for (bp, b) in &self.blueprints {
+            for f in &b.failed {
+                out += &format!("failed {bp} {}: {}\n", f.identifier, f.reason);
+            }
+            if let Some(plan) = &b.plan {
+                for (verb, ids) in [
+                    ("create", &plan.create),
+                    ("update", &plan.update),
+                    ("delete", &plan.delete),
+                ] {
+                    if !ids.is_empty() {
+                        out += &format!("would {verb} {bp} ({}): {}\n", ids.len(), ids.join(", "));
+                    }
+                }
+            }
+        }
+        out += &format!(
+            "Okta: {} calls, {} 429s, {} ms waiting on rate limits\nPort: {} calls, {} 429s\nduration: {} ms{}\n",
+            self.okta.calls,
+            self.okta.rate_limited,
+            self.okta.rate_limit_wait_ms,
+            self.port.calls,
+            self.port.rate_limited,
+            self.duration_ms,
+            if self.dry_run {
+                " (dry run: nothing written)"
+            } else {
+                ""
+            }
+        );
+        for e in &self.errors {
+            out += &format!("error: {e}\n");
+        }
+        out
+    }
+}
