@@ -64,7 +64,7 @@ impl Default for ResyncOptions {
             deletion_threshold: 0.5,
             allow_mass_deletion: false,
             dry_run: false,
-            clock_skew: Duration::from_secs(60),
+            clock_skew: Duration::from_secs(5),
         }
     }
 }

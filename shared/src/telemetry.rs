@@ -3,14 +3,14 @@
 
 use tracing_subscriber::EnvFilter;
 
-fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+fn filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
 }
 
-/// Human-readable progress on stderr.
-pub fn init_cli() {
+/// Human-readable logs on stderr at `default` level ("info" shows progress).
+pub fn init_cli(default: &str) {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter())
+        .with_env_filter(filter(default))
         .with_target(false)
         .with_writer(std::io::stderr)
         .try_init();
@@ -20,7 +20,7 @@ pub fn init_cli() {
 pub fn init_lambda() {
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter())
+        .with_env_filter(filter("info"))
         .with_target(false)
         .with_current_span(false)
         .without_time()

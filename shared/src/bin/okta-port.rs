@@ -33,7 +33,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    okta_port::telemetry::init_cli();
+    okta_port::telemetry::init_cli("info");
     let cli = Cli::parse();
     let app = match App::from_env() {
         Ok(app) => app,

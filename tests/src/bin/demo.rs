@@ -1,0 +1,160 @@
+//! The quick-start demo. Without Okta and Port credentials it starts both simulators on
+//! loopback, runs a full resync into the simulated Port, shows a few entities, changes the
+//! org, resyncs again and shows the updates and deletions. With credentials in the
+//! environment it runs a dry-run resync against the real Okta and Port instead.
+
+use std::process::ExitCode;
+
+use okta_port::sync::RunOverrides;
+use okta_port::{App, Report};
+use okta_port_tests::expected::{APP_BLUEPRINT, GROUP_BLUEPRINT, USER_BLUEPRINT};
+use okta_port_tests::harness::{Env, normalize};
+use okta_port_tests::orggen::{OrgSpec, generate};
+use serde_json::Value;
+
+fn show(title: &str, entity: Option<Value>) {
+    match entity {
+        Some(e) => println!(
+            "{title}:\n{}\n",
+            serde_json::to_string_pretty(&normalize(&e)).unwrap_or_default()
+        ),
+        None => println!("{title}: (not in Port)\n"),
+    }
+}
+
+fn print_report(report: &Report) {
+    println!("{}", report.to_text());
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    okta_port::telemetry::init_cli("warn");
+    let has_credentials = [
+        "OKTA_DOMAIN",
+        "OKTA_API_TOKEN",
+        "PORT_CLIENT_ID",
+        "PORT_CLIENT_SECRET",
+    ]
+    .iter()
+    .all(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()));
+    if has_credentials {
+        println!("Okta and Port credentials found: dry-run resync (nothing is written).\n");
+        let report = match App::from_env() {
+            Ok(app) => {
+                app.resync(RunOverrides {
+                    dry_run: true,
+                    ..Default::default()
+                })
+                .await
+            }
+            Err(e) => {
+                eprintln!("demo: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match report {
+            Ok(report) => {
+                print_report(&report);
+                if report.is_success() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("demo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let org = generate(&OrgSpec {
+        users: 250,
+        groups: 15,
+        apps: 6,
+        seed: 42,
+    });
+    let (users, groups, apps) = (org.users.len(), org.groups.len(), org.apps.len());
+    let env = Env::with_org(org).await;
+    println!("No Okta or Port credentials: using the simulators on loopback.");
+    println!(
+        "  Okta simulator {} ({users} users, {groups} groups, {apps} apps)",
+        env.okta.base_url
+    );
+    println!("  Port simulator {}\n", env.port.base_url);
+
+    println!("== 1. Full resync into an empty Port");
+    let first = match env.resync().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_report(&first);
+
+    // Pick objects to show and to change.
+    let (managed, managed_mgr, leaver, mover, group, app) = env.okta.with_org(|org| {
+        let id = |v: &Value| v["id"].as_str().unwrap_or_default().to_owned();
+        let active: Vec<&Value> = org.users.iter().filter(|u| u["status"] == "ACTIVE").collect();
+        let managed = active
+            .iter()
+            .find(|u| u["profile"]["managerId"].is_string())
+            .map(|u| id(u))
+            .unwrap_or_default();
+        let group = org
+            .groups
+            .iter()
+            .find(|g| g["type"] == "OKTA_GROUP")
+            .map(id)
+            .unwrap_or_default();
+        let app = org.apps.last().map(id).unwrap_or_default();
+        (managed, id(active[1]), id(active[2]), id(active[3]), group, app)
+    });
+    show(
+        "A user, with its groups, applications and manager",
+        env.port.entity(USER_BLUEPRINT, &managed),
+    );
+    show("A group", env.port.entity(GROUP_BLUEPRINT, &group));
+    show("An application", env.port.entity(APP_BLUEPRINT, &app));
+
+    println!("== 2. The org changes in Okta");
+    env.okta.with_org(|org| {
+        org.set_manager_id(&managed, Some(&managed_mgr));
+        println!("  {managed}: manager changed to {managed_mgr}");
+        org.delete_user(&leaver);
+        println!("  {leaver}: deleted");
+        org.set_user_status(&mover, "DEPROVISIONED");
+        println!("  {mover}: deprovisioned");
+        org.rename_group(&group, "Platform Engineering (renamed)");
+        println!("  {group}: renamed to \"Platform Engineering (renamed)\"");
+        org.delete_app(&app);
+        println!("  {app}: application deleted\n");
+    });
+
+    println!("== 3. Resync again");
+    let second = match env.resync().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_report(&second);
+    show(
+        "The user whose manager changed",
+        env.port.entity(USER_BLUEPRINT, &managed),
+    );
+    show(
+        "The deprovisioned user (kept, with its new status)",
+        env.port.entity(USER_BLUEPRINT, &mover),
+    );
+    show("The deleted user", env.port.entity(USER_BLUEPRINT, &leaver));
+    show("The renamed group", env.port.entity(GROUP_BLUEPRINT, &group));
+    show("The deleted application", env.port.entity(APP_BLUEPRINT, &app));
+    if first.is_success() && second.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
