@@ -27,6 +27,8 @@ struct Args {
 }
 
 /// Runs the CLI to completion and returns (report, wall seconds, peak RSS in MiB).
+// The child is reaped by wait4 (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run(bin: &str, env: &[(&'static str, String)]) -> (Value, f64, f64) {
     let started = Instant::now();
     let mut child = Command::new(bin)
