@@ -109,7 +109,17 @@ async fn main() -> ExitCode {
             .map(id)
             .unwrap_or_default();
         let app = org.apps.last().map(id).unwrap_or_default();
-        (managed, id(active[1]), id(active[2]), id(active[3]), group, app)
+        // Three other users: the new manager, a leaver and one who is deprovisioned.
+        let mut others = active.iter().map(|u| id(u)).filter(|u| *u != managed);
+        let (new_manager, leaver, mover) = (others.next(), others.next(), others.next());
+        (
+            managed,
+            new_manager.unwrap_or_default(),
+            leaver.unwrap_or_default(),
+            mover.unwrap_or_default(),
+            group,
+            app,
+        )
     });
     show(
         "A user, with its groups, applications and manager",
