@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 
-use crate::config::{Config, ResyncOptions};
+use crate::config::{Config, ConfigError, HookConfig, ResyncOptions};
+use crate::hooks::{self, HookError, HookOutcome};
+use crate::live::{self, BatchReport, Context, Processor};
 use crate::mapping::DefaultMapping;
 use crate::okta::{self, OktaError};
 use crate::port::{self, PortCatalog, PortError};
@@ -20,11 +22,20 @@ pub enum AppError {
     Port(#[from] PortError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum HookSetupError {
+    #[error(transparent)]
+    Config(ConfigError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+}
+
 pub struct App {
     pub okta: okta::Client,
     pub port: port::Client,
     pub mapping: DefaultMapping,
     pub options: ResyncOptions,
+    pub hook: HookConfig,
 }
 
 impl App {
@@ -34,6 +45,7 @@ impl App {
             port: port::Client::new(&config.port)?,
             mapping: DefaultMapping,
             options: config.resync.clone(),
+            hook: config.hook.clone(),
         })
     }
 
@@ -50,6 +62,40 @@ impl App {
             &overrides.apply(&self.options),
         )
         .await
+    }
+
+    /// Makes sure Okta's event hook points at `url` (default: `WEBHOOK_URL`), with our
+    /// event list, active and verified.
+    pub async fn ensure_hook(&self, url: Option<&str>) -> Result<HookOutcome, HookSetupError> {
+        let url = url
+            .or(self.hook.url.as_deref())
+            .ok_or(HookSetupError::Config(ConfigError::Missing("WEBHOOK_URL")))?;
+        let secret = self
+            .hook
+            .secret
+            .as_ref()
+            .ok_or(HookSetupError::Config(ConfigError::Missing(
+                "OKTA_WEBHOOK_SECRET",
+            )))?;
+        Ok(hooks::ensure_hook(&self.okta, url, &self.hook.header, secret).await?)
+    }
+
+    /// The live path's view of the clients and mapping.
+    pub fn live(&self) -> Context<'_> {
+        Context {
+            okta: &self.okta,
+            port: &self.port,
+            mapping: &self.mapping,
+        }
+    }
+
+    /// Applies a batch of queue messages `(message id, body)` with the default processors.
+    pub async fn apply_batch(
+        &self,
+        messages: &[(String, String)],
+        processors: &[Box<dyn Processor>],
+    ) -> BatchReport {
+        live::apply_batch(messages, processors, &self.live()).await
     }
 
     /// Creates the missing blueprints; returns the ones it created.

@@ -69,11 +69,23 @@ impl Default for ResyncOptions {
     }
 }
 
+/// The event hook okta-port provisions in Okta (optional: only `ensure-hook` and the
+/// resync function when `WEBHOOK_URL` is set use it).
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    /// The webhook's public URL (its Function URL).
+    pub url: Option<String>,
+    /// `OKTA_WEBHOOK_SECRET`: what Okta sends in `header`.
+    pub secret: Option<SecretString>,
+    pub header: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub okta: OktaConfig,
     pub port: PortConfig,
     pub resync: ResyncOptions,
+    pub hook: HookConfig,
 }
 
 impl Config {
@@ -126,7 +138,19 @@ impl Config {
             allow_mass_deletion: parse_bool(var("ALLOW_MASS_DELETION"), "ALLOW_MASS_DELETION")?,
             ..ResyncOptions::default()
         };
-        Ok(Self { okta, port, resync })
+        let hook = HookConfig {
+            url: var("WEBHOOK_URL"),
+            secret: get("OKTA_WEBHOOK_SECRET")
+                .filter(|s| !s.is_empty())
+                .map(SecretString::from),
+            header: var("OKTA_WEBHOOK_HEADER").unwrap_or_else(|| "Authorization".into()),
+        };
+        Ok(Self {
+            okta,
+            port,
+            resync,
+            hook,
+        })
     }
 }
 

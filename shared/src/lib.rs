@@ -7,13 +7,18 @@
 
 pub mod app;
 pub mod config;
+pub mod events;
+pub mod hooks;
+pub mod live;
 pub mod mapping;
 pub mod okta;
 pub mod port;
+pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod sync;
 pub mod telemetry;
+pub mod webhook;
 
 pub use app::App;
 pub use config::Config;

@@ -294,16 +294,16 @@ pub fn write_waves(entities: Vec<Entity>) -> Vec<Vec<Entity>> {
     waves
 }
 
-/// The final outcome of an entity that may be written more than once.
+/// The final outcome of entities that may be written more than once.
 #[derive(Default)]
-struct Outcomes {
-    created: HashSet<String>,
-    written: HashSet<String>,
-    failed: HashMap<String, WriteFailure>,
+pub struct Outcomes {
+    pub created: HashSet<String>,
+    pub written: HashSet<String>,
+    pub failed: HashMap<String, WriteFailure>,
 }
 
 impl Outcomes {
-    fn record(&mut self, identifier: String, outcome: Result<bool, WriteFailure>) {
+    pub fn record(&mut self, identifier: String, outcome: Result<bool, WriteFailure>) {
         match outcome {
             Ok(created) => {
                 self.failed.remove(&identifier);
@@ -320,21 +320,34 @@ impl Outcomes {
     }
 }
 
+/// Writes one blueprint's entities in `write_waves` order through `upsert`.
+pub async fn write_in_order<F, Fut>(
+    blueprint: &str,
+    entities: Vec<Entity>,
+    upsert: F,
+    outcomes: &mut Outcomes,
+) where
+    F: Fn(Vec<Entity>) -> Fut,
+    Fut: std::future::Future<Output = Vec<crate::port::WriteResult>>,
+{
+    let total = entities.len();
+    let mut done = 0;
+    for wave in write_waves(entities) {
+        done += wave.len();
+        for result in upsert(wave).await {
+            outcomes.record(result.identifier, result.outcome);
+        }
+        tracing::info!(blueprint, written = done.min(total), of = total, "upserting");
+    }
+}
+
 async fn write_blueprint<P: PortCatalog>(
     port: &P,
     blueprint: &str,
     entities: Vec<Entity>,
     outcomes: &mut Outcomes,
 ) {
-    let total = entities.len();
-    let mut done = 0;
-    for wave in write_waves(entities) {
-        done += wave.len();
-        for result in port.upsert(blueprint, wave).await {
-            outcomes.record(result.identifier, result.outcome);
-        }
-        tracing::info!(blueprint, written = done.min(total), of = total, "upserting");
-    }
+    write_in_order(blueprint, entities, |wave| port.upsert(blueprint, wave), outcomes).await;
 }
 
 /// Options a caller can set per run (e.g. from the scheduled event), over the configured ones.

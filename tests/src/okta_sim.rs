@@ -3,6 +3,8 @@
 //! It mimics what a sync client meets in production: SSWS auth, Okta error bodies,
 //! per-endpoint fixed-window rate limits with the `X-Rate-Limit-*` headers, a concurrency
 //! limit, cursor pagination through `Link` headers, and injectable transient faults.
+//! It also manages event hooks (`/api/v1/eventHooks`), verifying them against the
+//! configured endpoint for real.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -23,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
-use crate::orggen::Org;
+use crate::orggen::{ACTOR_ID, Org, okta_time};
 
 /// How the simulator behaves; see [`Default`] for the friendly settings.
 #[derive(Clone, Debug)]
@@ -38,6 +40,9 @@ pub struct OktaSimConfig {
     pub seed: u64,
     /// More simultaneous requests than this are answered 429 (0 = unlimited).
     pub max_in_flight: usize,
+    /// Whether the token may change event hooks; without it every non-GET eventHooks
+    /// request is answered 403 (listing and reading stay allowed).
+    pub manage_hooks: bool,
 }
 
 impl Default for OktaSimConfig {
@@ -48,6 +53,7 @@ impl Default for OktaSimConfig {
             latency: Duration::ZERO,
             seed: 0,
             max_in_flight: 75,
+            manage_hooks: true,
         }
     }
 }
@@ -79,8 +85,10 @@ pub struct FaultRule {
 #[derive(Clone, Debug, Default)]
 pub struct OktaCalls {
     pub total: u64,
-    /// Keys: "users.list", "users.get", "users.groups", "groups.list", "groups.get",
-    /// "groups.users", "apps.list", "apps.get", "apps.users", "other".
+    /// Keys: "users.list" (including the `status eq "DEPROVISIONED"` search),
+    /// "users.search" (every other search), "users.get", "users.groups", "groups.list",
+    /// "groups.get", "groups.users", "apps.list", "apps.list_by_user" (the `user.id eq`
+    /// filter), "apps.get", "apps.users", "eventHooks", "other".
     pub by_endpoint: BTreeMap<String, u64>,
     /// Every 429 answered (rate limit, concurrency limit or a 429 fault rule).
     pub rate_limited_429: u64,
@@ -131,6 +139,12 @@ impl OktaSim {
                 config.max_in_flight
             },
             in_flight: AtomicUsize::new(0),
+            manage_hooks: config.manage_hooks,
+            http: reqwest::Client::builder()
+                .timeout(VERIFICATION_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("build the event hook verification client"),
             state: Mutex::new(SimState {
                 org,
                 index: None,
@@ -139,6 +153,8 @@ impl OktaSim {
                 calls: OktaCalls::default(),
                 buckets: HashMap::new(),
                 faults: Vec::new(),
+                hooks: Vec::new(),
+                hook_ids: StdRng::seed_from_u64(config.seed ^ 0x600C),
             }),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -190,6 +206,53 @@ impl OktaSim {
     pub fn clear_faults(&self) {
         self.shared.lock().faults.clear();
     }
+
+    /// The event hooks as `GET /api/v1/eventHooks` shows them (no secret values).
+    pub fn hooks(&self) -> Vec<Value> {
+        let state = self.shared.lock();
+        state.hooks.iter().map(|h| h.render(&self.base_url)).collect()
+    }
+
+    /// `(header name, value)` of the hook's auth scheme: the value the API never returns.
+    pub fn hook_secret(&self, id: &str) -> Option<(String, String)> {
+        let state = self.shared.lock();
+        let hook = state.hooks.iter().find(|h| h.id() == id)?;
+        let key = hook.object["channel"]["config"]["authScheme"]["key"].as_str()?;
+        Some((key.to_owned(), hook.secret.clone()?))
+    }
+
+    /// Adds `n` unrelated ACTIVE and VERIFIED hooks (other integrations of the org), e.g.
+    /// to run into the limit of 25.
+    pub fn seed_hooks(&self, n: usize) {
+        let mut state = self.shared.lock();
+        for k in 0..n {
+            let id = state.new_hook_id();
+            let now = okta_time(chrono::Utc::now());
+            let object = json!({
+                "id": id,
+                "status": "ACTIVE",
+                "verificationStatus": "VERIFIED",
+                "name": format!("Unrelated integration {k}"),
+                "description": null,
+                "created": now,
+                "createdBy": ACTOR_ID,
+                "lastUpdated": now,
+                "events": {"type": "EVENT_TYPE", "items": ["user.lifecycle.create"], "filter": null},
+                "channel": {
+                    "type": "HTTP",
+                    "version": "1.0.0",
+                    "config": {
+                        "uri": format!("https://hooks.example.net/integration/{k}"),
+                        "headers": [],
+                        "method": "POST",
+                        "authScheme": {"type": "HEADER", "key": "Authorization"},
+                    },
+                },
+            });
+            let secret = Some(format!("unrelated-secret-{k}"));
+            state.hooks.push(Hook { object, secret });
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -203,6 +266,9 @@ struct Shared {
     fault_rate: f64,
     max_in_flight: usize,
     in_flight: AtomicUsize,
+    manage_hooks: bool,
+    /// Calls hook endpoints to verify them.
+    http: reqwest::Client,
     state: Mutex<SimState>,
 }
 
@@ -222,6 +288,10 @@ struct SimState {
     calls: OktaCalls,
     buckets: HashMap<Bucket, Window>,
     faults: Vec<FaultRule>,
+    /// Event hooks in creation order.
+    hooks: Vec<Hook>,
+    /// Draws hook ids (separate from the fault RNG so hooks do not shift fault sequences).
+    hook_ids: StdRng,
 }
 
 /// Creation sequence numbers, never forgotten (even for deleted objects), so a cursor
@@ -468,7 +538,16 @@ enum Route {
     App(String),
     AppUsers(String),
     EventHooks,
+    EventHook(String),
+    HookLifecycle(String, HookAction),
     Other,
+}
+
+#[derive(Clone, Copy)]
+enum HookAction {
+    Verify,
+    Activate,
+    Deactivate,
 }
 
 impl Route {
@@ -492,23 +571,44 @@ impl Route {
             ["apps"] => Route::AppsList,
             ["apps", _] => Route::App(id(1)),
             ["apps", _, "users"] => Route::AppUsers(id(1)),
-            ["eventHooks", ..] => Route::EventHooks,
+            ["eventHooks"] => Route::EventHooks,
+            ["eventHooks", _] => Route::EventHook(id(1)),
+            ["eventHooks", _, "lifecycle", action] => {
+                let action = match action {
+                    "verify" => HookAction::Verify,
+                    "activate" => HookAction::Activate,
+                    "deactivate" => HookAction::Deactivate,
+                    _ => return Route::Other,
+                };
+                Route::HookLifecycle(id(1), action)
+            }
             _ => Route::Other,
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// The endpoint key counted in [`OktaCalls::by_endpoint`]; some depend on the query.
+    fn kind(&self, query: Option<&HashMap<String, String>>) -> &'static str {
+        let param = |name: &str| query.and_then(|q| q.get(name));
         match self {
-            Route::UsersList => "users.list",
+            Route::UsersList => match param("search") {
+                // The resync's DEPROVISIONED search is part of listing the users.
+                Some(s) if is_deprovisioned_search(s) => "users.list",
+                Some(_) => "users.search",
+                None => "users.list",
+            },
             Route::User(_) => "users.get",
             Route::UserGroups(_) => "users.groups",
             Route::GroupsList => "groups.list",
             Route::Group(_) => "groups.get",
             Route::GroupUsers(_) => "groups.users",
-            Route::AppsList => "apps.list",
+            Route::AppsList => match param("filter").and_then(|f| parse_user_filter(f)) {
+                Some(_) => "apps.list_by_user",
+                None => "apps.list",
+            },
             Route::App(_) => "apps.get",
             Route::AppUsers(_) => "apps.users",
-            Route::EventHooks | Route::Other => "other",
+            Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..) => "eventHooks",
+            Route::Other => "other",
         }
     }
 
@@ -520,9 +620,27 @@ impl Route {
             Route::Group(_) => Bucket::GroupById,
             Route::GroupUsers(_) => Bucket::GroupUsers,
             Route::AppsList | Route::App(_) | Route::AppUsers(_) => Bucket::Apps,
-            Route::EventHooks => Bucket::EventHooks,
+            Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..) => Bucket::EventHooks,
             Route::Other if path.starts_with("/api/v1/apps") => Bucket::Apps,
+            Route::Other if path.starts_with("/api/v1/eventHooks") => Bucket::EventHooks,
             Route::Other => Bucket::Other,
+        }
+    }
+
+    fn is_hook(&self) -> bool {
+        matches!(
+            self,
+            Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..)
+        )
+    }
+
+    /// Only the event hook routes take more than GET; the rest of the API is read here.
+    fn allows(&self, method: &Method) -> bool {
+        match self {
+            Route::EventHooks => [Method::GET, Method::POST].contains(method),
+            Route::EventHook(_) => [Method::GET, Method::PUT, Method::DELETE].contains(method),
+            Route::HookLifecycle(..) => method == Method::POST,
+            _ => method == Method::GET,
         }
     }
 }
@@ -536,15 +654,46 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// What a request needs once the state lock is released.
+enum Outcome {
+    Reply(Reply),
+    /// Call the hook's endpoint (without holding the lock), then record the result.
+    Verify(Verification),
+}
+
+struct Verification {
+    hook_id: String,
+    uri: String,
+    /// The channel's headers and its auth header, sent with the challenge as Okta does.
+    headers: Vec<(String, String)>,
+}
+
 async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Response {
     let in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(&shared.in_flight);
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
     }
-    let (reply, rate) = shared
-        .lock()
-        .serve(&shared, in_flight, req.method(), req.uri(), req.headers());
+    let (parts, body) = req.into_parts();
+    // An unreadable body is left empty; routes that need one then answer 400.
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let (outcome, rate) = shared.lock().serve(
+        &shared,
+        in_flight,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &body,
+    );
+    let reply = match outcome {
+        Outcome::Reply(reply) => reply,
+        Outcome::Verify(v) => {
+            let result = verify(&shared.http, &v).await;
+            shared
+                .lock()
+                .finish_verification(&shared.base_url, &v.hook_id, result)
+        }
+    };
     respond(reply, rate)
 }
 
@@ -556,17 +705,26 @@ impl SimState {
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
-    ) -> (Reply, RateHeaders) {
+        body: &[u8],
+    ) -> (Outcome, RateHeaders) {
+        let done = |reply: Reply, rate: RateHeaders| (Outcome::Reply(reply), rate);
         let path = uri.path();
         let route = Route::parse(path);
         let bucket = route.bucket(path);
+        let query = Query::<HashMap<String, String>>::try_from_uri(uri)
+            .ok()
+            .map(|Query(q)| q);
         self.calls.total += 1;
-        *self.calls.by_endpoint.entry(route.kind().to_owned()).or_default() += 1;
+        *self
+            .calls
+            .by_endpoint
+            .entry(route.kind(query.as_ref()).to_owned())
+            .or_default() += 1;
         self.calls.max_in_flight_seen = self.calls.max_in_flight_seen.max(in_flight);
 
         if in_flight > cfg.max_in_flight {
             self.calls.rate_limited_429 += 1;
-            return (Reply::rate_limited(), RateHeaders::exhausted());
+            return done(Reply::rate_limited(), RateHeaders::exhausted());
         }
         let window = self.buckets.entry(bucket).or_insert_with(Window::generous);
         window.roll();
@@ -577,9 +735,9 @@ impl SimState {
             self.calls.faults_injected += 1;
             if status == 429 {
                 self.calls.rate_limited_429 += 1;
-                return (Reply::for_status(status, path), RateHeaders::exhausted());
+                return done(Reply::for_status(status, path), RateHeaders::exhausted());
             }
-            return (Reply::for_status(status, path), rate);
+            return done(Reply::for_status(status, path), rate);
         }
         let authorized = headers
             .get(header::AUTHORIZATION)
@@ -587,39 +745,45 @@ impl SimState {
             .is_some_and(|v| v == cfg.auth);
         if !authorized {
             let reply = Reply::error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided");
-            return (reply, rate);
+            return done(reply, rate);
         }
         let window = self.buckets.entry(bucket).or_insert_with(Window::generous);
         if window.used >= window.limit {
             self.calls.rate_limited_429 += 1;
-            return (Reply::rate_limited(), window.headers());
+            return done(Reply::rate_limited(), window.headers());
         }
         window.used += 1;
         let rate = window.headers();
 
-        if method != Method::GET {
+        if !route.allows(method) {
             let reply = Reply::error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "E0000022",
                 "The endpoint does not support the provided HTTP method",
             );
-            return (reply, rate);
+            return done(reply, rate);
         }
-        let query = match Query::<HashMap<String, String>>::try_from_uri(uri) {
-            Ok(Query(q)) => q,
-            Err(_) => {
-                let reply = Reply::error(
-                    StatusCode::BAD_REQUEST,
-                    "E0000001",
-                    "Api validation failed: query",
-                );
-                return (reply, rate);
+        if route.is_hook() {
+            if method != Method::GET && !cfg.manage_hooks {
+                return done(Reply::for_status(403, path), rate);
             }
+            let outcome = self
+                .serve_hooks(&cfg.base_url, method, &route, body)
+                .unwrap_or_else(Outcome::Reply);
+            return (outcome, rate);
+        }
+        let Some(query) = query else {
+            let reply = Reply::error(
+                StatusCode::BAD_REQUEST,
+                "E0000001",
+                "Api validation failed: query",
+            );
+            return done(reply, rate);
         };
         let reply = self
             .dispatch(&cfg.base_url, path, &route, &query)
             .unwrap_or_else(|e| e);
-        (reply, rate)
+        done(reply, rate)
     }
 
     /// Status to force on this request, from the rules first, then the random rate.
@@ -665,7 +829,7 @@ impl SimState {
         match route {
             Route::UsersList => {
                 let expr = query.get("search").or_else(|| query.get("filter"));
-                let (statuses, extra) = match expr {
+                let (clauses, extra) = match expr {
                     None => (None, String::new()),
                     Some(e) => {
                         let key = if query.contains_key("search") {
@@ -673,17 +837,18 @@ impl SimState {
                         } else {
                             "filter"
                         };
-                        let statuses = parse_status_search(e).ok_or_else(|| {
+                        let clauses = parse_user_search(e).ok_or_else(|| {
                             Reply::error(StatusCode::BAD_REQUEST, "E0000031", "Invalid search criteria.")
                         })?;
-                        (Some(statuses), format!("&{key}={}", percent_encode(e)))
+                        (Some(clauses), format!("&{key}={}", percent_encode(e)))
                     }
                 };
                 let pager = pager(page_limit(query, 200, 200), extra);
                 let start = self.seqs.users.start_after(&idx.users, after)?;
-                let wanted = |u: &&Value| match &statuses {
+                // Only the plain listing leaves DEPROVISIONED users out; searches match all.
+                let wanted = |u: &&Value| match &clauses {
                     None => u["status"] != "DEPROVISIONED",
-                    Some(list) => list.iter().any(|s| u["status"] == s.as_str()),
+                    Some(list) => list.iter().any(|c| c.matches(u)),
                 };
                 let users = idx.users[start..]
                     .iter()
@@ -734,9 +899,23 @@ impl SimState {
                 Ok(pager.page(members, |u| id_of(u).to_owned(), |v| (*v).clone()))
             }
             Route::AppsList => {
-                let pager = pager(page_limit(query, 20, 200), String::new());
+                let user = match query.get("filter") {
+                    None => None,
+                    Some(f) => Some(parse_user_filter(f).ok_or_else(|| {
+                        Reply::error(StatusCode::BAD_REQUEST, "E0000031", "Invalid search criteria.")
+                    })?),
+                };
+                // `expand=user/{id}` is accepted (and its embedding not simulated).
+                let extra: String = ["filter", "expand"]
+                    .into_iter()
+                    .filter_map(|k| Some(format!("&{k}={}", percent_encode(query.get(k)?))))
+                    .collect();
+                let pager = pager(page_limit(query, 20, 200), extra);
                 let start = self.seqs.apps.start_after(&idx.apps, after)?;
-                let apps = idx.apps[start..].iter().map(|&(_, pos)| &org.apps[pos]);
+                let apps = idx.apps[start..]
+                    .iter()
+                    .map(|&(_, pos)| &org.apps[pos])
+                    .filter(|a| user.as_deref().is_none_or(|u| assigned_to(org, id_of(a), u)));
                 Ok(pager.page(apps, |a| id_of(a).to_owned(), |v| (*v).clone()))
             }
             Route::App(id) => {
@@ -767,8 +946,369 @@ impl SimState {
                     |(u, scope)| app_user(base, id, u, scope),
                 ))
             }
-            Route::EventHooks => Ok(Reply::ok(json!([]))),
-            Route::Other => Err(Reply::not_found(path, "Route")),
+            Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..) | Route::Other => {
+                Err(Reply::not_found(path, "Route"))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Event hooks
+// ---------------------------------------------------------------------------------------
+
+/// Okta allows this many event hooks per org.
+const MAX_EVENT_HOOKS: usize = 25;
+
+/// Okta gives the endpoint 3 seconds to answer the verification challenge.
+const VERIFICATION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Event types Okta lets an event hook subscribe to (a subset of the real list).
+/// `user.lifecycle.delete.completed`, for one, is not eligible.
+pub const ELIGIBLE_EVENT_TYPES: &[&str] = &[
+    "user.lifecycle.create",
+    "user.lifecycle.activate",
+    "user.lifecycle.reactivate",
+    "user.lifecycle.deactivate",
+    "user.lifecycle.suspend",
+    "user.lifecycle.unsuspend",
+    "user.lifecycle.delete.initiated",
+    "user.lifecycle.password_mass_expire",
+    "user.account.update_profile",
+    "user.account.lock",
+    "user.account.unlock_by_admin",
+    "user.account.unlock",
+    "user.account.reset_password",
+    "user.account.update_password",
+    "user.account.privilege.grant",
+    "user.account.privilege.revoke",
+    "user.session.start",
+    "user.mfa.factor.activate",
+    "user.mfa.factor.deactivate",
+    "group.lifecycle.create",
+    "group.lifecycle.delete",
+    "group.profile.update",
+    "group.user_membership.add",
+    "group.user_membership.remove",
+    "group.privilege.grant",
+    "group.privilege.revoke",
+    "application.lifecycle.create",
+    "application.lifecycle.update",
+    "application.lifecycle.activate",
+    "application.lifecycle.deactivate",
+    "application.lifecycle.delete",
+    "application.user_membership.add",
+    "application.user_membership.remove",
+    "application.user_membership.change_username",
+    "group.application_assignment.add",
+    "group.application_assignment.remove",
+    "group.application_assignment.update",
+];
+
+struct Hook {
+    /// The hook as the API shows it, minus `_links` (they depend on the status) and minus
+    /// the write-only `authScheme.value`.
+    object: Value,
+    /// `channel.config.authScheme.value`.
+    secret: Option<String>,
+}
+
+impl Hook {
+    fn id(&self) -> &str {
+        id_of(&self.object)
+    }
+
+    fn render(&self, base: &str) -> Value {
+        let mut out = self.object.clone();
+        let href = format!("{base}/api/v1/eventHooks/{}", self.id());
+        let link = |suffix: &str, allow: &[&str]| json!({"href": format!("{href}{suffix}"), "hints": {"allow": allow}});
+        let mut links = serde_json::Map::new();
+        links.insert("self".into(), link("", &["GET", "PUT", "DELETE"]));
+        links.insert("verify".into(), link("/lifecycle/verify", &["POST"]));
+        // Like Okta, only the transition available from the current status is linked.
+        if out["status"] == "ACTIVE" {
+            links.insert("deactivate".into(), link("/lifecycle/deactivate", &["POST"]));
+        } else {
+            links.insert("activate".into(), link("/lifecycle/activate", &["POST"]));
+        }
+        out["_links"] = Value::Object(links);
+        out
+    }
+}
+
+/// A validated create or replace request.
+struct HookSpec {
+    name: String,
+    description: Value,
+    events: Value,
+    /// Without the secret.
+    channel: Value,
+    secret: Option<String>,
+}
+
+/// Okta's answer to an invalid hook: E0000001 with the reason in `errorCauses`.
+fn invalid_hook(cause: &str) -> Reply {
+    let mut reply = Reply::error(
+        StatusCode::BAD_REQUEST,
+        "E0000001",
+        "Api validation failed: eventHook",
+    );
+    reply.body["errorCauses"] = json!([{ "errorSummary": cause }]);
+    reply
+}
+
+/// Validates a create (`previous` = `None`) or replace request. A replace may omit the
+/// write-only secret to keep the current one (as long as the header stays the same).
+fn hook_spec(body: &Value, previous: Option<&Hook>) -> Result<HookSpec, Reply> {
+    let text = |v: &Value| v.as_str().filter(|s| !s.trim().is_empty()).map(str::to_owned);
+    let name = text(&body["name"]).ok_or_else(|| invalid_hook("name: The field cannot be left blank"))?;
+    let description = match &body["description"] {
+        d @ (Value::Null | Value::String(_)) => d.clone(),
+        _ => return Err(invalid_hook("description: must be a string")),
+    };
+
+    let events = &body["events"];
+    if events["type"] != "EVENT_TYPE" {
+        return Err(invalid_hook("events.type: must be EVENT_TYPE"));
+    }
+    let items = events["items"]
+        .as_array()
+        .filter(|items| !items.is_empty())
+        .ok_or_else(|| invalid_hook("events.items: The field cannot be left blank"))?;
+    for item in items {
+        let event_type = item
+            .as_str()
+            .ok_or_else(|| invalid_hook("events.items: must be event type names"))?;
+        if !ELIGIBLE_EVENT_TYPES.contains(&event_type) {
+            let cause = format!("events.items: {event_type} is not an eligible event type for event hooks");
+            return Err(invalid_hook(&cause));
+        }
+    }
+
+    let channel = &body["channel"];
+    if channel["type"] != "HTTP" || channel["version"] != "1.0.0" {
+        return Err(invalid_hook("channel: type must be HTTP and version 1.0.0"));
+    }
+    let config = &channel["config"];
+    let uri = text(&config["uri"])
+        .filter(|u| reqwest::Url::parse(u).is_ok_and(|u| ["http", "https"].contains(&u.scheme())))
+        .ok_or_else(|| invalid_hook("channel.config.uri: must be an http(s) URL"))?;
+    let headers = match &config["headers"] {
+        Value::Null => json!([]),
+        Value::Array(list)
+            if list
+                .iter()
+                .all(|h| h["key"].is_string() && h["value"].is_string()) =>
+        {
+            json!(
+                list.iter()
+                    .map(|h| json!({"key": h["key"], "value": h["value"]}))
+                    .collect::<Vec<_>>()
+            )
+        }
+        _ => return Err(invalid_hook("channel.config.headers: must be key/value pairs")),
+    };
+    let (auth_scheme, secret) = match &config["authScheme"] {
+        Value::Null => (Value::Null, None),
+        scheme => {
+            let key = text(&scheme["key"])
+                .filter(|_| scheme["type"] == "HEADER")
+                .ok_or_else(|| invalid_hook("channel.config.authScheme: type must be HEADER, with a key"))?;
+            let kept = previous.and_then(|p| {
+                let same_key = p.object["channel"]["config"]["authScheme"]["key"] == key.as_str();
+                same_key.then(|| p.secret.clone()).flatten()
+            });
+            let secret = text(&scheme["value"]).or(kept).ok_or_else(|| {
+                invalid_hook("channel.config.authScheme.value: The field cannot be left blank")
+            })?;
+            (json!({"type": "HEADER", "key": key}), Some(secret))
+        }
+    };
+    Ok(HookSpec {
+        name,
+        description,
+        events: json!({"type": "EVENT_TYPE", "items": items, "filter": null}),
+        channel: json!({
+            "type": "HTTP",
+            "version": "1.0.0",
+            "config": {"uri": uri, "headers": headers, "method": "POST", "authScheme": auth_scheme},
+        }),
+        secret,
+    })
+}
+
+/// Sends the verification challenge; `Err` says what went wrong.
+async fn verify(client: &reqwest::Client, v: &Verification) -> Result<(), String> {
+    let challenge = Alphanumeric.sample_string(&mut rand::rng(), 40);
+    let mut request = client
+        .get(&v.uri)
+        .header("X-Okta-Verification-Challenge", &challenge);
+    for (key, value) in &v.headers {
+        request = request.header(key, value);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("the endpoint answered {}", response.status()));
+    }
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    if body["verification"] != challenge.as_str() {
+        return Err("the endpoint did not echo the challenge".to_owned());
+    }
+    Ok(())
+}
+
+impl SimState {
+    fn new_hook_id(&mut self) -> String {
+        format!("who{}", Alphanumeric.sample_string(&mut self.hook_ids, 17))
+    }
+
+    fn hook_mut(&mut self, id: &str) -> Result<&mut Hook, Reply> {
+        self.hooks
+            .iter_mut()
+            .find(|h| h.id() == id)
+            .ok_or_else(|| Reply::not_found(id, "EventHook"))
+    }
+
+    fn serve_hooks(
+        &mut self,
+        base: &str,
+        method: &Method,
+        route: &Route,
+        body: &[u8],
+    ) -> Result<Outcome, Reply> {
+        let json_body = || {
+            serde_json::from_slice::<Value>(body).map_err(|_| {
+                Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "E0000003",
+                    "The request body was not well-formed.",
+                )
+            })
+        };
+        let now = okta_time(chrono::Utc::now());
+        let reply = match (route, method.as_str()) {
+            (Route::EventHooks, "GET") => {
+                Reply::ok(Value::Array(self.hooks.iter().map(|h| h.render(base)).collect()))
+            }
+            (Route::EventHooks, _) => {
+                let spec = hook_spec(&json_body()?, None)?;
+                if self.hooks.len() >= MAX_EVENT_HOOKS {
+                    return Err(Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "E0000001",
+                        &format!(
+                            "Api validation failed: You cannot have more than {MAX_EVENT_HOOKS} event hooks"
+                        ),
+                    ));
+                }
+                let id = self.new_hook_id();
+                let hook = Hook {
+                    object: json!({
+                        "id": id,
+                        "status": "ACTIVE",
+                        "verificationStatus": "UNVERIFIED",
+                        "name": spec.name,
+                        "description": spec.description,
+                        "created": now,
+                        "createdBy": ACTOR_ID,
+                        "lastUpdated": now,
+                        "events": spec.events,
+                        "channel": spec.channel,
+                    }),
+                    secret: spec.secret,
+                };
+                let reply = Reply::ok(hook.render(base));
+                self.hooks.push(hook);
+                reply
+            }
+            (Route::EventHook(id), "GET") => Reply::ok(self.hook_mut(id)?.render(base)),
+            (Route::EventHook(id), "PUT") => {
+                let body = json_body()?;
+                let hook = self.hook_mut(id)?;
+                let spec = hook_spec(&body, Some(hook))?;
+                // A new endpoint (or credential) has to prove itself again.
+                if hook.object["channel"] != spec.channel || hook.secret != spec.secret {
+                    hook.object["verificationStatus"] = json!("UNVERIFIED");
+                }
+                let object = &mut hook.object;
+                object["name"] = json!(spec.name);
+                object["description"] = spec.description;
+                object["events"] = spec.events;
+                object["channel"] = spec.channel;
+                object["lastUpdated"] = json!(now);
+                hook.secret = spec.secret;
+                Reply::ok(hook.render(base))
+            }
+            (Route::EventHook(id), _) => {
+                if self.hook_mut(id)?.object["status"] == "ACTIVE" {
+                    return Err(Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "E0000001",
+                        "Api validation failed: Cannot delete an ACTIVE event hook; deactivate it first",
+                    ));
+                }
+                self.hooks.retain(|h| h.id() != id);
+                Reply {
+                    status: StatusCode::NO_CONTENT,
+                    body: Value::Null,
+                    links: Vec::new(),
+                }
+            }
+            (Route::HookLifecycle(id, HookAction::Verify), _) => {
+                let hook = self.hook_mut(id)?;
+                let config = &hook.object["channel"]["config"];
+                let mut headers: Vec<(String, String)> = config["headers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| Some((h["key"].as_str()?.to_owned(), h["value"].as_str()?.to_owned())))
+                    .collect();
+                if let (Some(key), Some(secret)) = (config["authScheme"]["key"].as_str(), &hook.secret) {
+                    headers.push((key.to_owned(), secret.clone()));
+                }
+                return Ok(Outcome::Verify(Verification {
+                    hook_id: id.clone(),
+                    uri: config["uri"].as_str().unwrap_or_default().to_owned(),
+                    headers,
+                }));
+            }
+            (Route::HookLifecycle(id, action), _) => {
+                let status = match action {
+                    HookAction::Deactivate => "INACTIVE",
+                    _ => "ACTIVE",
+                };
+                let hook = self.hook_mut(id)?;
+                hook.object["status"] = json!(status);
+                hook.object["lastUpdated"] = json!(now);
+                Reply::ok(hook.render(base))
+            }
+            // `serve` only routes hook requests with an allowed method here.
+            _ => unreachable!("not an event hook request"),
+        };
+        Ok(Outcome::Reply(reply))
+    }
+
+    fn finish_verification(&mut self, base: &str, id: &str, result: Result<(), String>) -> Reply {
+        let hook = match self.hook_mut(id) {
+            Ok(hook) => hook,
+            // Deleted while its endpoint was being called.
+            Err(reply) => return reply,
+        };
+        match result {
+            Ok(()) => {
+                hook.object["verificationStatus"] = json!("VERIFIED");
+                hook.object["lastUpdated"] = json!(okta_time(chrono::Utc::now()));
+                Reply::ok(hook.render(base))
+            }
+            Err(why) => {
+                let mut reply = Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "E0000001",
+                    "Api validation failed: Event hook verification failed. The endpoint did not answer the verification request correctly.",
+                );
+                reply.body["errorCauses"] = json!([{ "errorSummary": why }]);
+                reply
+            }
         }
     }
 }
@@ -838,24 +1378,117 @@ fn app_user(base: &str, app_id: &str, user: &Value, scope: &str) -> Value {
     })
 }
 
-/// Accepts `status eq "X"` optionally OR-ed with more of the same; `None` otherwise.
-fn parse_status_search(expr: &str) -> Option<Vec<String>> {
-    let tokens: Vec<&str> = expr.split_whitespace().collect();
-    let mut statuses = Vec::new();
-    for term in tokens.split(|t| t.eq_ignore_ascii_case("or")) {
-        let [field, op, value] = term else {
-            return None;
-        };
-        if *field != "status" || !op.eq_ignore_ascii_case("eq") {
-            return None;
-        }
-        let value = value.strip_prefix('"')?.strip_suffix('"')?;
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+/// Parses `field eq "value"` clauses OR-ed together (`\"` escapes a quote); `None` when
+/// the expression has any other shape.
+fn parse_eq_clauses(expr: &str) -> Option<Vec<(String, String)>> {
+    let mut clauses = Vec::new();
+    let mut rest = expr.trim_start();
+    loop {
+        let (field, after) = rest.split_once(char::is_whitespace)?;
+        let (op, after) = after.trim_start().split_once(char::is_whitespace)?;
+        if !op.eq_ignore_ascii_case("eq") {
             return None;
         }
-        statuses.push(value.to_owned());
+        let (value, after) = quoted(after.trim_start())?;
+        clauses.push((field.to_owned(), value));
+        let after = after.trim_start();
+        if after.is_empty() {
+            return Some(clauses);
+        }
+        let (or, after) = after.split_once(char::is_whitespace)?;
+        if !or.eq_ignore_ascii_case("or") {
+            return None;
+        }
+        rest = after.trim_start();
     }
-    Some(statuses)
+}
+
+/// The double-quoted string starting `s`, unescaped, and what follows it.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let body = s.strip_prefix('"')?;
+    let mut value = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, &body[i + 1..])),
+            '\\' => value.push(chars.next()?.1),
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// One clause of a users search.
+enum UserClause {
+    Status(String),
+    Id(String),
+    /// Attribute and lower-cased value: Okta compares profile values case-insensitively.
+    Profile(String, String),
+}
+
+impl UserClause {
+    fn matches(&self, user: &Value) -> bool {
+        match self {
+            UserClause::Status(s) => user["status"] == s.as_str(),
+            UserClause::Id(id) => id_of(user) == id,
+            UserClause::Profile(attr, value) => match &user["profile"][attr] {
+                Value::String(s) => s.to_lowercase() == *value,
+                Value::Number(n) => n.to_string() == *value,
+                Value::Bool(b) => b.to_string() == *value,
+                _ => false,
+            },
+        }
+    }
+}
+
+/// `status eq "X"`, `id eq "X"` and `profile.<attr> eq "X"` clauses, OR-ed.
+fn parse_user_search(expr: &str) -> Option<Vec<UserClause>> {
+    parse_eq_clauses(expr)?
+        .into_iter()
+        .map(|(field, value)| match field.as_str() {
+            "status" => {
+                let valid = !value.is_empty() && value.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+                valid.then_some(UserClause::Status(value))
+            }
+            "id" => Some(UserClause::Id(value)),
+            _ => {
+                let attr = field.strip_prefix("profile.")?;
+                let valid = !attr.is_empty() && attr.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                valid.then(|| UserClause::Profile(attr.to_owned(), value.to_lowercase()))
+            }
+        })
+        .collect()
+}
+
+/// The search the resync makes to list DEPROVISIONED users (counted as listing).
+fn is_deprovisioned_search(expr: &str) -> bool {
+    parse_user_search(expr).is_some_and(|clauses| {
+        clauses
+            .iter()
+            .all(|c| matches!(c, UserClause::Status(s) if s == "DEPROVISIONED"))
+    })
+}
+
+/// The user id of an apps filter `user.id eq "00u…"` (the only apps filter simulated).
+fn parse_user_filter(expr: &str) -> Option<String> {
+    match <[_; 1]>::try_from(parse_eq_clauses(expr)?) {
+        Ok([(field, value)]) if field == "user.id" => Some(value),
+        _ => None,
+    }
+}
+
+/// Whether the user is assigned to the app directly or through one of its groups.
+fn assigned_to(org: &Org, app_id: &str, user_id: &str) -> bool {
+    let direct = org
+        .app_user_assignments
+        .get(app_id)
+        .is_some_and(|users| users.contains(user_id));
+    direct
+        || org.app_group_assignments.get(app_id).is_some_and(|groups| {
+            groups
+                .iter()
+                .any(|g| org.group_members.get(g).is_some_and(|m| m.contains(user_id)))
+        })
 }
 
 /// `limit` clamped to the endpoint maximum; absent or invalid means the default.
@@ -907,7 +1540,11 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn respond(reply: Reply, rate: RateHeaders) -> Response {
-    let body = serde_json::to_vec(&reply.body).unwrap_or_default();
+    let body = if reply.status == StatusCode::NO_CONTENT {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&reply.body).unwrap_or_default()
+    };
     let request_id = Alphanumeric.sample_string(&mut rand::rng(), 20);
     let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
     let mut builder = Response::builder()

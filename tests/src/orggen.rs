@@ -31,7 +31,7 @@ pub const PAGE_GROUP_SIZE: usize = 200;
 
 /// An Okta org: the objects exactly as the Management API returns them plus the
 /// membership and assignment relations between them.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Org {
     /// Full Okta User objects, in creation order.
     pub users: Vec<Value>,
@@ -45,6 +45,37 @@ pub struct Org {
     pub app_user_assignments: BTreeMap<String, BTreeSet<String>>,
     /// App id -> assigned group ids.
     pub app_group_assignments: BTreeMap<String, BTreeSet<String>>,
+    /// System Log events (LogEvent objects, as event hooks deliver them in `data.events[]`)
+    /// Okta would emit for the mutations since the last [`Org::take_events`]. Generation
+    /// emits none.
+    pub events: Vec<Value>,
+    /// Counter behind event uuids and the ids of objects created by mutations, so both
+    /// are deterministic.
+    serial: u64,
+}
+
+// The event log is history, not state: two orgs holding the same objects and relations
+// are equal however they got there.
+impl PartialEq for Org {
+    fn eq(&self, other: &Org) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let Org {
+            users,
+            groups,
+            apps,
+            group_members,
+            app_user_assignments,
+            app_group_assignments,
+            events: _,
+            serial: _,
+        } = self;
+        *users == other.users
+            && *groups == other.groups
+            && *apps == other.apps
+            && *group_members == other.group_members
+            && *app_user_assignments == other.app_user_assignments
+            && *app_group_assignments == other.app_group_assignments
+    }
 }
 
 /// What to generate. `groups` counts the built-in Everyone group (there is always one).
@@ -105,6 +136,129 @@ fn find_mut<'a>(items: &'a mut [Value], id: &str) -> Option<&'a mut Value> {
     items.iter_mut().find(|v| id_of(v) == id)
 }
 
+// ---------------------------------------------------------------------------------------
+// System Log events
+// ---------------------------------------------------------------------------------------
+
+/// The admin whose API token performs every mutation (the `actor` of every event).
+pub const ACTOR_ID: &str = "00uadmin000000000000";
+
+/// An event `target` entry.
+fn target(id: &str, kind: &str, alternate_id: &str, display_name: &str) -> Value {
+    json!({
+        "id": id,
+        "type": kind,
+        "alternateId": alternate_id,
+        "displayName": display_name,
+        "detailEntry": null,
+    })
+}
+
+fn user_target(user: &Value) -> Value {
+    let profile = &user["profile"];
+    // Okta shows "firstName lastName" for a user target.
+    let name: Vec<&str> = [&profile["firstName"], &profile["lastName"]]
+        .into_iter()
+        .filter_map(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let login = profile["login"].as_str().unwrap_or_default();
+    target(id_of(user), "User", login, &name.join(" "))
+}
+
+fn group_target(group: &Value) -> Value {
+    let name = group["profile"]["name"].as_str().unwrap_or_default();
+    target(id_of(group), "UserGroup", name, name)
+}
+
+fn app_target(app: &Value) -> Value {
+    let label = app["label"].as_str().unwrap_or_default();
+    target(id_of(app), "AppInstance", label, label)
+}
+
+fn display_message(event_type: &str) -> &'static str {
+    match event_type {
+        "user.lifecycle.create" => "Create Okta user",
+        "user.lifecycle.activate" => "Activate Okta user",
+        "user.lifecycle.deactivate" => "Deactivate Okta user",
+        "user.lifecycle.suspend" => "Suspend Okta user",
+        "user.lifecycle.unsuspend" => "Unsuspend Okta user",
+        "user.lifecycle.reactivate" => "Reactivate Okta user",
+        "user.lifecycle.delete.initiated" => "Delete Okta user",
+        "user.account.update_profile" => "Update user profile for Okta",
+        "user.account.lock" => "Max sign in attempts exceeded",
+        "user.account.unlock_by_admin" => "Unlock user account by admin",
+        "user.account.reset_password" => "Fired when the user's Okta password is reset",
+        "group.lifecycle.create" => "Create okta group",
+        "group.lifecycle.delete" => "Delete okta group",
+        "group.profile.update" => "Update group profile",
+        "group.user_membership.add" => "Add user to group membership",
+        "group.user_membership.remove" => "Remove user from group membership",
+        "application.lifecycle.create" => "Create application",
+        "application.lifecycle.update" => "Update application",
+        "application.lifecycle.activate" => "Activate application",
+        "application.lifecycle.deactivate" => "Deactivate application",
+        "application.lifecycle.delete" => "Delete application",
+        "application.user_membership.add" => "Add user to application membership",
+        "application.user_membership.remove" => "Remove user from application membership",
+        "group.application_assignment.add" => "Add assigned application to group",
+        "group.application_assignment.remove" => "Remove assigned application from group",
+        _ => "Okta event",
+    }
+}
+
+/// FNV-1a over the parts (separated, so ("ab","c") and ("a","bc") differ): a stable seed
+/// for ids that must be the same on every run and platform.
+fn hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain([0xff]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn alphanumeric(seed: u64, len: usize) -> String {
+    let mut rng = Prng::new(seed);
+    (0..len)
+        .map(|_| char::from(ID_CHARS[rng.range(0..ID_CHARS.len())]))
+        .collect()
+}
+
+/// Okta-looking id: `prefix` and 17 alphanumerics.
+fn fake_id(prefix: &str, seed: u64) -> String {
+    format!("{prefix}{}", alphanumeric(seed, 17))
+}
+
+fn uuid(seed: u64) -> String {
+    let mut rng = Prng::new(seed);
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// The body Okta POSTs to an event hook: the delivery envelope around `events`. `seq`
+/// makes the `eventId` (distinct seqs give distinct ids).
+pub fn hook_delivery(events: &[Value], seq: u64) -> Value {
+    json!({
+        "eventType": "com.okta.event_hook",
+        "eventTypeVersion": "1.0",
+        "cloudEventsVersion": "0.1",
+        "source": format!("{ORG_URL}/api/v1/eventHooks/whoabc123"),
+        "eventId": uuid(hash(&["delivery", &seq.to_string()])),
+        "eventTime": okta_time(Utc::now()),
+        "contentType": "application/json",
+        "data": {"events": events},
+    })
+}
+
 impl Org {
     pub fn user(&self, id: &str) -> Option<&Value> {
         find(&self.users, id)
@@ -148,6 +302,8 @@ impl Org {
             .and_then(Value::as_str)
             .expect("add_user: the user object needs an \"id\"")
             .to_owned();
+        let target = user_target(&user);
+        let active = user["status"] == "ACTIVE";
         self.users.push(user);
         if let Some(everyone) = self.everyone_id() {
             self.group_members
@@ -156,16 +312,20 @@ impl Org {
                 .insert(id.clone());
             self.bump_membership(&everyone);
         }
+        let uri = format!("/api/v1/users?activate={active}");
+        self.emit("user.lifecycle.create", vec![target.clone()], &uri);
+        if active {
+            self.emit("user.lifecycle.activate", vec![target], &uri);
+        }
         id
     }
 
     /// Removes the user, its group memberships and direct app assignments.
     pub fn delete_user(&mut self, id: &str) -> bool {
-        let before = self.users.len();
-        self.users.retain(|u| id_of(u) != id);
-        if self.users.len() == before {
+        let Some(target) = self.user(id).map(user_target) else {
             return false;
-        }
+        };
+        self.users.retain(|u| id_of(u) != id);
         let touched: Vec<String> = self
             .group_members
             .iter_mut()
@@ -177,6 +337,8 @@ impl Org {
         for users in self.app_user_assignments.values_mut() {
             users.remove(id);
         }
+        let uri = format!("/api/v1/users/{id}");
+        self.emit("user.lifecycle.delete.initiated", vec![target], &uri);
         true
     }
 
@@ -184,6 +346,7 @@ impl Org {
         let Some(user) = self.user_mut(id) else {
             return false;
         };
+        let previous = user["status"].as_str().unwrap_or_default().to_owned();
         user["status"] = json!(status);
         bump(user, "statusChanged");
         if status == "STAGED" {
@@ -192,25 +355,67 @@ impl Org {
             user["activated"] = user["statusChanged"].clone();
         }
         bump(user, "lastUpdated");
+        let target = user_target(user);
+        // The event (and the API call behind it) Okta logs for this transition.
+        let (event_type, action) = match (status, previous.as_str()) {
+            ("DEPROVISIONED", _) => ("user.lifecycle.deactivate", "lifecycle/deactivate"),
+            ("SUSPENDED", _) => ("user.lifecycle.suspend", "lifecycle/suspend"),
+            ("ACTIVE", "SUSPENDED") => ("user.lifecycle.unsuspend", "lifecycle/unsuspend"),
+            ("ACTIVE", "DEPROVISIONED") => ("user.lifecycle.reactivate", "lifecycle/reactivate"),
+            ("ACTIVE", "LOCKED_OUT") => ("user.account.unlock_by_admin", "lifecycle/unlock"),
+            ("ACTIVE", _) => ("user.lifecycle.activate", "lifecycle/activate"),
+            ("LOCKED_OUT", _) => ("user.account.lock", ""),
+            ("RECOVERY", _) => ("user.account.reset_password", "lifecycle/reset_password"),
+            ("PASSWORD_EXPIRED", _) => ("user.account.reset_password", "lifecycle/expire_password"),
+            _ => ("user.account.update_profile", ""),
+        };
+        let uri = match (event_type, action) {
+            // A lockout comes from failed sign-ins, not from an admin call.
+            ("user.account.lock", _) => "/api/v1/authn".to_owned(),
+            (_, "") => format!("/api/v1/users/{id}"),
+            (_, action) => format!("/api/v1/users/{id}/{action}"),
+        };
+        self.emit(event_type, vec![target], &uri);
         true
     }
 
     /// Sets (`Some`) or removes (`None`) `profile.managerId`.
     pub fn set_manager_id(&mut self, user_id: &str, manager: Option<&str>) -> bool {
+        self.set_profile_attr(user_id, "managerId", manager)
+    }
+
+    /// Sets (`Some`) or removes (`None`) any profile attribute.
+    pub fn set_profile_attr(&mut self, user_id: &str, key: &str, value: Option<&str>) -> bool {
         let Some(user) = self.user_mut(user_id) else {
             return false;
         };
         let profile = &mut user["profile"];
-        match manager {
-            Some(m) => profile["managerId"] = json!(m),
+        match value {
+            Some(v) => profile[key] = json!(v),
             None => {
                 if let Some(p) = profile.as_object_mut() {
-                    p.remove("managerId");
+                    p.remove(key);
                 }
             }
         }
         bump(user, "lastUpdated");
+        let target = user_target(user);
+        let uri = format!("/api/v1/users/{user_id}");
+        self.emit("user.account.update_profile", vec![target], &uri);
         true
+    }
+
+    /// Creates an OKTA_GROUP without members; returns its id.
+    pub fn add_group(&mut self, name: &str, description: Option<&str>) -> String {
+        let id = self.fresh_id("00g");
+        let now = later_than(None);
+        let description = description.map_or(Value::Null, Value::from);
+        let group = group_object(&id, "OKTA_GROUP", name, description, [&now, &now, &now]);
+        let target = group_target(&group);
+        self.groups.push(group);
+        self.group_members.insert(id.clone(), BTreeSet::new());
+        self.emit("group.lifecycle.create", vec![target], "/api/v1/groups");
+        id
     }
 
     pub fn rename_group(&mut self, id: &str, name: &str) -> bool {
@@ -219,27 +424,42 @@ impl Org {
         };
         group["profile"]["name"] = json!(name);
         bump(group, "lastUpdated");
+        let target = group_target(group);
+        self.emit(
+            "group.profile.update",
+            vec![target],
+            &format!("/api/v1/groups/{id}"),
+        );
         true
     }
 
     /// Deletes a group with its memberships and app assignments. Like Okta, the built-in
     /// Everyone group cannot be deleted.
     pub fn delete_group(&mut self, id: &str) -> bool {
-        if self.group_is_built_in(id) || self.group(id).is_none() {
+        if self.group_is_built_in(id) {
             return false;
         }
+        let Some(target) = self.group(id).map(group_target) else {
+            return false;
+        };
         self.groups.retain(|g| id_of(g) != id);
         self.group_members.remove(id);
         for groups in self.app_group_assignments.values_mut() {
             groups.remove(id);
         }
+        self.emit(
+            "group.lifecycle.delete",
+            vec![target],
+            &format!("/api/v1/groups/{id}"),
+        );
         true
     }
 
     pub fn add_member(&mut self, group_id: &str, user_id: &str) -> bool {
-        if self.group(group_id).is_none() || self.user(user_id).is_none() {
+        let (Some(group), Some(user)) = (self.group(group_id), self.user(user_id)) else {
             return false;
-        }
+        };
+        let targets = self.membership_targets(user, group);
         let added = self
             .group_members
             .entry(group_id.to_owned())
@@ -247,6 +467,8 @@ impl Org {
             .insert(user_id.to_owned());
         if added {
             self.bump_membership(group_id);
+            let uri = format!("/api/v1/groups/{group_id}/users/{user_id}");
+            self.emit("group.user_membership.add", targets, &uri);
         }
         added
     }
@@ -262,49 +484,254 @@ impl Org {
             .is_some_and(|m| m.remove(user_id));
         if removed {
             self.bump_membership(group_id);
+            if let (Some(group), Some(user)) = (self.group(group_id), self.user(user_id)) {
+                let targets = self.membership_targets(user, group);
+                let uri = format!("/api/v1/groups/{group_id}/users/{user_id}");
+                self.emit("group.user_membership.remove", targets, &uri);
+            }
         }
         removed
     }
 
+    /// User and group targets, in an order that alternates: Okta does not guarantee one.
+    fn membership_targets(&self, user: &Value, group: &Value) -> Vec<Value> {
+        let (user, group) = (user_target(user), group_target(group));
+        if self.serial % 2 == 0 {
+            vec![user, group]
+        } else {
+            vec![group, user]
+        }
+    }
+
+    /// Targets of an application.user_membership event; the AppUser target carries the
+    /// assignment's own id, not the user's.
+    fn app_user_targets(&self, app_id: &str, user_id: &str) -> Option<Vec<Value>> {
+        let (app, user) = (self.app(app_id)?, self.user(user_id)?);
+        let user_target = user_target(user);
+        let assignment = fake_id("0ua", hash(&[app_id, user_id]));
+        let app_user = target(
+            &assignment,
+            "AppUser",
+            user_target["alternateId"].as_str().unwrap_or_default(),
+            user_target["displayName"].as_str().unwrap_or_default(),
+        );
+        Some(vec![app_user, app_target(app), user_target])
+    }
+
     // App assignments do not change the app's or user's lastUpdated in Okta either.
     pub fn assign_user(&mut self, app_id: &str, user_id: &str) -> bool {
-        if self.app(app_id).is_none() || self.user(user_id).is_none() {
+        let Some(targets) = self.app_user_targets(app_id, user_id) else {
             return false;
-        }
-        self.app_user_assignments
+        };
+        let added = self
+            .app_user_assignments
             .entry(app_id.to_owned())
             .or_default()
-            .insert(user_id.to_owned())
+            .insert(user_id.to_owned());
+        if added {
+            let uri = format!("/api/v1/apps/{app_id}/users");
+            self.emit("application.user_membership.add", targets, &uri);
+        }
+        added
     }
 
     pub fn unassign_user(&mut self, app_id: &str, user_id: &str) -> bool {
-        self.app_user_assignments
+        let targets = self.app_user_targets(app_id, user_id);
+        let removed = self
+            .app_user_assignments
             .get_mut(app_id)
-            .is_some_and(|s| s.remove(user_id))
+            .is_some_and(|s| s.remove(user_id));
+        if let (true, Some(targets)) = (removed, targets) {
+            let uri = format!("/api/v1/apps/{app_id}/users/{user_id}");
+            self.emit("application.user_membership.remove", targets, &uri);
+        }
+        removed
+    }
+
+    fn app_group_targets(&self, app_id: &str, group_id: &str) -> Option<Vec<Value>> {
+        Some(vec![
+            group_target(self.group(group_id)?),
+            app_target(self.app(app_id)?),
+        ])
     }
 
     pub fn assign_group(&mut self, app_id: &str, group_id: &str) -> bool {
-        if self.app(app_id).is_none() || self.group(group_id).is_none() {
+        let Some(targets) = self.app_group_targets(app_id, group_id) else {
             return false;
-        }
-        self.app_group_assignments
+        };
+        let added = self
+            .app_group_assignments
             .entry(app_id.to_owned())
             .or_default()
-            .insert(group_id.to_owned())
+            .insert(group_id.to_owned());
+        if added {
+            self.emit_group_assignment("group.application_assignment.add", app_id, group_id, targets);
+        }
+        added
     }
 
     pub fn unassign_group(&mut self, app_id: &str, group_id: &str) -> bool {
-        self.app_group_assignments
+        let targets = self.app_group_targets(app_id, group_id);
+        let removed = self
+            .app_group_assignments
             .get_mut(app_id)
-            .is_some_and(|s| s.remove(group_id))
+            .is_some_and(|s| s.remove(group_id));
+        if let (true, Some(targets)) = (removed, targets) {
+            self.emit_group_assignment("group.application_assignment.remove", app_id, group_id, targets);
+        }
+        removed
+    }
+
+    fn emit_group_assignment(&mut self, event_type: &str, app_id: &str, group_id: &str, targets: Vec<Value>) {
+        let uri = format!("/api/v1/apps/{app_id}/groups/{group_id}");
+        let event = self.emit(event_type, targets, &uri);
+        event["debugContext"]["debugData"]["groupAppAssignmentId"] =
+            json!(fake_id("0gr", hash(&[app_id, group_id])));
+    }
+
+    /// Creates an ACTIVE app without assignments; returns its id.
+    pub fn add_app(&mut self, label: &str, name: &str, sign_on_mode: &str) -> String {
+        let id = self.fresh_id("0oa");
+        let now = later_than(None);
+        let app = app_object(&id, name, label, sign_on_mode, &[], true, [&now, &now]);
+        let target = app_target(&app);
+        self.apps.push(app);
+        self.app_user_assignments.insert(id.clone(), BTreeSet::new());
+        self.app_group_assignments.insert(id.clone(), BTreeSet::new());
+        self.emit("application.lifecycle.create", vec![target], "/api/v1/apps");
+        id
+    }
+
+    pub fn set_app_label(&mut self, id: &str, label: &str) -> bool {
+        let Some(app) = find_mut(&mut self.apps, id) else {
+            return false;
+        };
+        app["label"] = json!(label);
+        bump(app, "lastUpdated");
+        let target = app_target(app);
+        self.emit(
+            "application.lifecycle.update",
+            vec![target],
+            &format!("/api/v1/apps/{id}"),
+        );
+        true
+    }
+
+    /// `status` is "ACTIVE" or "INACTIVE" (anything else is refused).
+    pub fn set_app_status(&mut self, id: &str, status: &str) -> bool {
+        let (event_type, action) = match status {
+            "ACTIVE" => ("application.lifecycle.activate", "activate"),
+            "INACTIVE" => ("application.lifecycle.deactivate", "deactivate"),
+            _ => return false,
+        };
+        let Some(app) = find_mut(&mut self.apps, id) else {
+            return false;
+        };
+        app["status"] = json!(status);
+        bump(app, "lastUpdated");
+        let target = app_target(app);
+        let uri = format!("/api/v1/apps/{id}/lifecycle/{action}");
+        self.emit(event_type, vec![target], &uri);
+        true
     }
 
     pub fn delete_app(&mut self, id: &str) -> bool {
-        let before = self.apps.len();
+        let Some(target) = self.app(id).map(app_target) else {
+            return false;
+        };
         self.apps.retain(|a| id_of(a) != id);
         self.app_user_assignments.remove(id);
         self.app_group_assignments.remove(id);
-        self.apps.len() != before
+        self.emit(
+            "application.lifecycle.delete",
+            vec![target],
+            &format!("/api/v1/apps/{id}"),
+        );
+        true
+    }
+
+    /// Drains the events logged since the previous call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// A new id with `prefix`, unique among the org's objects.
+    fn fresh_id(&mut self, prefix: &str) -> String {
+        loop {
+            self.serial += 1;
+            let id = fake_id(prefix, hash(&[prefix, &self.serial.to_string()]));
+            let taken = [&self.users, &self.groups, &self.apps]
+                .iter()
+                .any(|items| find(items, &id).is_some());
+            if !taken {
+                return id;
+            }
+        }
+    }
+
+    /// Appends one LogEvent and returns it (for event-specific debug data).
+    fn emit(&mut self, event_type: &str, targets: Vec<Value>, uri: &str) -> &mut Value {
+        self.serial += 1;
+        let n = self.serial;
+        // Okta uses the request id as the transaction id of an API call.
+        let request_id = alphanumeric(hash(&["transaction", &n.to_string()]), 27);
+        let event = json!({
+            "uuid": uuid(hash(&["event", &n.to_string()])),
+            "published": later_than(None),
+            "eventType": event_type,
+            "version": "0",
+            "displayMessage": display_message(event_type),
+            "severity": "INFO",
+            "legacyEventType": null,
+            "actor": {
+                "id": ACTOR_ID,
+                "type": "User",
+                "alternateId": "admin@example.com",
+                "displayName": "Admin",
+                "detailEntry": null,
+            },
+            "client": {
+                "userAgent": {"rawUserAgent": "Mozilla/5.0", "os": "Mac OS X", "browser": "CHROME"},
+                "zone": "null",
+                "device": "Computer",
+                "id": null,
+                "ipAddress": "203.0.113.9",
+                "geographicalContext": {
+                    "city": "Oslo",
+                    "state": null,
+                    "country": "Norway",
+                    "postalCode": null,
+                    "geolocation": {"lat": 59.9, "lon": 10.7},
+                },
+            },
+            "device": null,
+            "outcome": {"result": "SUCCESS", "reason": null},
+            "target": targets,
+            "transaction": {"type": "WEB", "id": request_id, "detail": {}},
+            "debugContext": {
+                "debugData": {"requestId": request_id, "requestUri": uri, "url": uri},
+            },
+            "authenticationContext": {
+                "authenticationProvider": null,
+                "credentialProvider": null,
+                "credentialType": null,
+                "issuer": null,
+                "interface": null,
+                "authenticationStep": 0,
+                "externalSessionId": "trsAdminApiToken0000000",
+            },
+            "securityContext": {
+                "asNumber": null,
+                "asOrg": null,
+                "isp": null,
+                "domain": null,
+                "isProxy": null,
+            },
+            "request": {"ipChain": []},
+            "insertionTimestamp": null,
+        });
+        self.events.push(event);
+        self.events.last_mut().expect("an event was just pushed")
     }
 
     /// Users assigned to the app, directly ("USER") or through an assigned group ("GROUP");
@@ -833,11 +1260,18 @@ fn group_json(id: &str, kind: &str, name: &str, description: Value, rng: &mut Pr
     let created = EPOCH_2019 + rng.range_i64(0..FIVE_YEARS / 2);
     let last_updated = created + rng.range_i64(0..200 * DAY);
     let membership = created + rng.range_i64(0..400 * DAY);
+    let times = [ts(created), ts(last_updated), ts(membership)];
+    group_object(id, kind, name, description, [&times[0], &times[1], &times[2]])
+}
+
+/// `times`: created, lastUpdated, lastMembershipUpdated.
+fn group_object(id: &str, kind: &str, name: &str, description: Value, times: [&str; 3]) -> Value {
+    let [created, last_updated, membership] = times;
     json!({
         "id": id,
-        "created": ts(created),
-        "lastUpdated": ts(last_updated),
-        "lastMembershipUpdated": ts(membership),
+        "created": created,
+        "lastUpdated": last_updated,
+        "lastMembershipUpdated": membership,
         "objectClass": ["okta:user_group"],
         "type": kind,
         "profile": {"name": name, "description": description},
@@ -853,13 +1287,28 @@ fn app_json(id: &str, template: usize, label: &str, active: bool, rng: &mut Prng
     let (name, _, mode, features) = APP_TEMPLATES[template];
     let created = EPOCH_2019 + rng.range_i64(0..FIVE_YEARS / 2);
     let last_updated = created + rng.range_i64(0..300 * DAY);
+    let times = [ts(created), ts(last_updated)];
+    app_object(id, name, label, mode, features, active, [&times[0], &times[1]])
+}
+
+/// `times`: created, lastUpdated.
+fn app_object(
+    id: &str,
+    name: &str,
+    label: &str,
+    mode: &str,
+    features: &[&str],
+    active: bool,
+    times: [&str; 2],
+) -> Value {
+    let [created, last_updated] = times;
     json!({
         "id": id,
         "name": name,
         "label": label,
         "status": if active { "ACTIVE" } else { "INACTIVE" },
-        "lastUpdated": ts(last_updated),
-        "created": ts(created),
+        "lastUpdated": last_updated,
+        "created": created,
         "accessibility": {"selfService": false, "errorRedirectUrl": null, "loginRedirectUrl": null},
         "visibility": {
             "autoSubmitToolbar": false,
@@ -1083,5 +1532,167 @@ mod tests {
         assert!(org.delete_user(&victim));
         assert_eq!(org.group_members[&everyone].len(), 2000);
         assert!(org.groups[0]["lastMembershipUpdated"].as_str() > before.as_str());
+    }
+
+    fn types(events: &[Value]) -> Vec<&str> {
+        events.iter().map(|e| e["eventType"].as_str().unwrap()).collect()
+    }
+
+    fn target_of<'a>(event: &'a Value, kind: &str) -> &'a Value {
+        let targets = event["target"].as_array().unwrap();
+        targets.iter().find(|t| t["type"] == kind).unwrap()
+    }
+
+    #[test]
+    fn mutations_log_the_events_okta_would_send() {
+        let mut org = generate(&OrgSpec {
+            users: 60,
+            groups: 6,
+            apps: 4,
+            seed: 3,
+        });
+        assert!(org.events.is_empty(), "generation emits no events");
+        let active = ids_where(&org.users, |u| u["status"] == "ACTIVE");
+        let uid = active[0].clone();
+        let login = org.user(&uid).unwrap()["profile"]["login"].clone();
+
+        let group = org.add_group("Event Team", None);
+        for user in &active[..4] {
+            assert!(org.add_member(&group, user));
+        }
+        assert!(!org.add_member(&group, &uid), "a no-op logs nothing");
+        let memberships = org.take_events();
+        assert_eq!(
+            types(&memberships),
+            [
+                "group.lifecycle.create",
+                "group.user_membership.add",
+                "group.user_membership.add"
+            ]
+            .into_iter()
+            .chain(["group.user_membership.add"; 2])
+            .collect::<Vec<_>>()
+        );
+        assert!(org.events.is_empty(), "take_events drains");
+        let add = &memberships[1];
+        assert_eq!(target_of(add, "User")["id"], uid.as_str());
+        assert_eq!(target_of(add, "User")["alternateId"], login);
+        assert_eq!(target_of(add, "UserGroup")["id"], group.as_str());
+        assert_eq!(target_of(add, "UserGroup")["alternateId"], "Event Team");
+        let firsts: BTreeSet<&str> = memberships[1..]
+            .iter()
+            .map(|e| e["target"][0]["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(firsts.len(), 2, "targets come in varying order");
+
+        let app = org.add_app("Event App", "bookmark", "BOOKMARK");
+        assert!(org.app(&app).is_some_and(|a| a["status"] == "ACTIVE"));
+        assert!(org.assign_user(&app, &uid));
+        assert!(org.assign_group(&app, &group));
+        assert!(org.set_user_status(&uid, "SUSPENDED"));
+        assert!(org.set_user_status(&uid, "ACTIVE"));
+        assert!(org.set_profile_attr(&uid, "title", Some("Chief")));
+        assert!(org.set_app_label(&app, "Event App 2"));
+        assert!(org.set_app_status(&app, "INACTIVE"));
+        assert!(org.unassign_user(&app, &uid));
+        assert!(org.delete_app(&app));
+        assert!(org.delete_group(&group));
+        assert!(org.delete_user(&uid));
+        let events = org.take_events();
+        assert_eq!(
+            types(&events),
+            [
+                "application.lifecycle.create",
+                "application.user_membership.add",
+                "group.application_assignment.add",
+                "user.lifecycle.suspend",
+                "user.lifecycle.unsuspend",
+                "user.account.update_profile",
+                "application.lifecycle.update",
+                "application.lifecycle.deactivate",
+                "application.user_membership.remove",
+                "application.lifecycle.delete",
+                "group.lifecycle.delete",
+                "user.lifecycle.delete.initiated",
+            ]
+        );
+        // The AppUser target is the assignment, with its own id, and the login.
+        let assigned = &events[1];
+        let kinds: Vec<&str> = assigned["target"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["AppUser", "AppInstance", "User"]);
+        let app_user = target_of(assigned, "AppUser");
+        assert!(app_user["id"].as_str().unwrap().starts_with("0ua"));
+        assert_ne!(app_user["id"], uid.as_str());
+        assert_eq!(app_user["alternateId"], login);
+        assert_eq!(target_of(assigned, "AppInstance")["alternateId"], "Event App");
+        assert_eq!(target_of(&events[8], "AppUser")["id"], app_user["id"]);
+        let debug = &events[2]["debugContext"]["debugData"];
+        assert!(debug["groupAppAssignmentId"].is_string());
+        assert_eq!(debug["requestUri"], format!("/api/v1/apps/{app}/groups/{group}"));
+        assert_eq!(target_of(&events[6], "AppInstance")["alternateId"], "Event App 2");
+
+        let all: Vec<&Value> = memberships.iter().chain(&events).collect();
+        let uuids: HashSet<&str> = all.iter().map(|e| e["uuid"].as_str().unwrap()).collect();
+        assert_eq!(uuids.len(), all.len());
+        for e in &all {
+            assert_eq!(e["actor"]["id"], ACTOR_ID);
+            assert_eq!(e["outcome"]["result"], "SUCCESS");
+            assert!(DateTime::parse_from_rfc3339(e["published"].as_str().unwrap()).is_ok());
+        }
+
+        let delivery = hook_delivery(&events, 7);
+        assert_eq!(delivery["eventType"], "com.okta.event_hook");
+        assert_eq!(delivery["data"]["events"].as_array().unwrap().len(), events.len());
+        assert_ne!(delivery["eventId"], hook_delivery(&events, 8)["eventId"]);
+    }
+
+    #[test]
+    fn status_changes_map_to_okta_event_types() {
+        let mut org = generate(&OrgSpec {
+            users: 40,
+            groups: 3,
+            apps: 2,
+            seed: 5,
+        });
+        let uid = id_of(&org.users[0]).to_owned();
+        let steps = [
+            ("DEPROVISIONED", "user.lifecycle.deactivate"),
+            ("ACTIVE", "user.lifecycle.reactivate"),
+            ("LOCKED_OUT", "user.account.lock"),
+            ("ACTIVE", "user.account.unlock_by_admin"),
+            ("PASSWORD_EXPIRED", "user.account.reset_password"),
+            ("RECOVERY", "user.account.reset_password"),
+            ("ACTIVE", "user.lifecycle.activate"),
+            ("PROVISIONED", "user.account.update_profile"),
+        ];
+        for (status, event_type) in steps {
+            assert!(org.set_user_status(&uid, status));
+            let events = org.take_events();
+            assert_eq!(types(&events), [event_type], "{status}");
+            assert_eq!(events[0]["target"][0]["id"], uid.as_str());
+        }
+        let mut user = org.users[1].clone();
+        user["id"] = json!("00unewuser000000000");
+        user["status"] = json!("ACTIVE");
+        org.add_user(user);
+        assert_eq!(
+            types(&org.take_events()),
+            ["user.lifecycle.create", "user.lifecycle.activate"]
+        );
+        assert!(org.set_manager_id(&uid, None));
+        assert_eq!(types(&org.take_events()), ["user.account.update_profile"]);
+    }
+
+    fn ids_where(values: &[Value], pick: impl Fn(&Value) -> bool) -> Vec<String> {
+        values
+            .iter()
+            .filter(|v| pick(v))
+            .map(|v| id_of(v).to_owned())
+            .collect()
     }
 }

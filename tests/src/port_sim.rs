@@ -1494,8 +1494,20 @@ enum Op {
 }
 
 enum Rule {
-    Group { and: bool, rules: Vec<Rule> },
-    Cond { property: String, op: Op, value: Value },
+    Group {
+        and: bool,
+        rules: Vec<Rule>,
+    },
+    Cond {
+        property: String,
+        op: Op,
+        value: Value,
+    },
+    /// `{"operator": "relatedTo", "blueprint": "<target>", "value": "<id>"}`: entities one
+    /// of whose relations points at that entity.
+    RelatedTo {
+        value: String,
+    },
 }
 
 fn compile_rule(rule: &Value) -> Result<Rule, Reply> {
@@ -1514,6 +1526,15 @@ fn compile_rule(rule: &Value) -> Result<Rule, Reply> {
             .map(compile_rule)
             .collect::<Result<_, _>>()?;
         return Ok(Rule::Group { and, rules });
+    }
+    if rule.get("operator").and_then(Value::as_str) == Some("relatedTo") {
+        let value = rule.get("value").and_then(Value::as_str);
+        return match (rule.get("blueprint").and_then(Value::as_str), value) {
+            (Some(_), Some(v)) => Ok(Rule::RelatedTo { value: v.to_string() }),
+            _ => Err(invalid(format!(
+                "relatedTo needs a blueprint and a string value: {rule}"
+            ))),
+        };
     }
     let property = rule
         .get("property")
@@ -1557,6 +1578,11 @@ impl Rule {
                 let actual = field_of(bp, entity, property);
                 op_matches(op, &actual, value)
             }
+            Rule::RelatedTo { value } => entity.relations.values().any(|r| match r {
+                Value::String(s) => s == value,
+                Value::Array(items) => items.iter().any(|i| i.as_str() == Some(value)),
+                _ => false,
+            }),
         }
     }
 }

@@ -29,6 +29,13 @@ enum Command {
     },
     /// Create the oktaUser, oktaGroup and oktaApplication blueprints if they are missing.
     Blueprints,
+    /// Make sure Okta's event hook points at the webhook: create it, update its event
+    /// list, activate and verify it as needed (needs OKTA_WEBHOOK_SECRET).
+    EnsureHook {
+        /// The webhook's URL (its Function URL); default WEBHOOK_URL.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -76,6 +83,19 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::EnsureHook { url } => match app.ensure_hook(url.as_deref()).await {
+            Ok(outcome) => {
+                println!("{}", serde_json::to_string_pretty(&outcome).expect("serializes"));
+                if !outcome.changed() {
+                    eprintln!("the event hook was already up to date");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("okta-port: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Blueprints => match app.ensure_blueprints().await {
             Ok(created) if created.is_empty() => {
                 println!("all blueprints exist");

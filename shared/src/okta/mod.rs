@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LINK};
+use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -156,6 +156,32 @@ impl Client {
         parse(path, &body)
     }
 
+    /// GET one object; `None` when Okta says it does not exist (404).
+    pub async fn get_optional(&self, path: &str) -> Result<Option<Value>, OktaError> {
+        match self.get_json(path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A write (`POST`, `PUT`, `DELETE`) with an optional JSON body; returns the answer's
+    /// JSON (`null` when empty).
+    pub async fn write_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, OktaError> {
+        let body = body.map(|b| serde_json::to_vec(b).expect("serializable"));
+        let (answer, _) = self.send_request(method, self.url(path, &[]), body).await?;
+        if answer.is_empty() {
+            Ok(Value::Null)
+        } else {
+            parse(path, &answer)
+        }
+    }
+
     /// GET every page of a listing, following `Link: rel="next"` verbatim.
     pub async fn list<T: DeserializeOwned>(
         &self,
@@ -185,9 +211,20 @@ impl Client {
         Ok(items)
     }
 
-    /// One request with throttling, bounded concurrency and retries.
     async fn send(&self, url: Url) -> Result<(bytes::Bytes, HeaderMap), OktaError> {
+        self.send_request(Method::GET, url, None).await
+    }
+
+    /// One request with throttling, bounded concurrency and retries. Server errors are
+    /// retried for reads and idempotent writes only: a retried create could create twice.
+    async fn send_request(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<(bytes::Bytes, HeaderMap), OktaError> {
         let inner = &self.inner;
+        let retry_server_errors = method != Method::POST || url.path().contains("/lifecycle/");
         let endpoint = url.path().to_owned();
         let bucket = bucket_of(&endpoint);
         let mut failures = 0u32;
@@ -196,20 +233,25 @@ impl Client {
             inner.limiter.acquire(bucket).await;
             let permit = inner.in_flight.acquire().await.expect("semaphore never closed");
             inner.calls.fetch_add(1, Ordering::Relaxed);
-            let result = inner
+            let mut request = inner
                 .http
-                .get(url.clone())
+                .request(method.clone(), url.clone())
                 .header(AUTHORIZATION, inner.auth.clone())
-                .header(ACCEPT, "application/json")
-                .send()
-                .await;
+                .header(ACCEPT, "application/json");
+            if method != Method::GET {
+                // Okta answers 411 to a body-less write without a length.
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone().unwrap_or_default());
+            }
+            let result = request.send().await;
             let response = match result {
                 Ok(r) => r,
                 Err(e) => {
                     drop(permit);
                     inner.limiter.release(bucket, None);
                     failures += 1;
-                    if failures < inner.retry.max_attempts {
+                    if failures < inner.retry.max_attempts && retry_server_errors {
                         tracing::warn!(endpoint, error = %e.without_url(), attempt = failures, "Okta request failed; retrying");
                         tokio::time::sleep(inner.retry.backoff(failures)).await;
                         continue;
@@ -256,7 +298,7 @@ impl Client {
                 });
             }
             let error = api_error(status, &endpoint, &body, &headers);
-            if status.is_server_error() {
+            if status.is_server_error() && retry_server_errors {
                 failures += 1;
                 if failures < inner.retry.max_attempts {
                     tracing::warn!(%error, attempt = failures, "Okta server error; retrying");
@@ -266,6 +308,54 @@ impl Client {
             }
             return Err(error);
         }
+    }
+}
+
+/// Reads of single objects and their relations, for the live path.
+impl Client {
+    pub async fn get_user(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.get_optional(&format!("/api/v1/users/{}", encode_segment(id)))
+            .await
+    }
+
+    /// Ids of every group the user is a member of (Everyone included).
+    pub async fn user_group_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
+        let groups: Vec<IdOnly> = self
+            .list(&format!("/api/v1/users/{}/groups", encode_segment(id)), &[])
+            .await?;
+        Ok(groups.into_iter().map(|g| g.id).collect())
+    }
+
+    /// Ids of the apps assigned to the user, directly or through a group (not `appLinks`,
+    /// which only shows dashboard links).
+    pub async fn user_app_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
+        let filter = format!("user.id eq \"{id}\"");
+        let apps: Vec<IdOnly> = self
+            .list(
+                "/api/v1/apps",
+                &[("filter", &filter), ("limit", &APPS_PAGE.to_string())],
+            )
+            .await?;
+        Ok(apps.into_iter().map(|a| a.id).collect())
+    }
+
+    pub async fn get_group(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.get_optional(&format!("/api/v1/groups/{}", encode_segment(id)))
+            .await
+    }
+
+    pub async fn get_app(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.get_optional(&format!("/api/v1/apps/{}", encode_segment(id)))
+            .await
+    }
+
+    /// Users matching a `search` expression (DEPROVISIONED ones included).
+    pub async fn search_users(&self, expression: &str) -> Result<Vec<Value>, OktaError> {
+        self.list(
+            "/api/v1/users",
+            &[("search", expression), ("limit", &USERS_PAGE.to_string())],
+        )
+        .await
     }
 }
 

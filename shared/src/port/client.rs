@@ -417,6 +417,83 @@ impl Client {
         WriteResult { identifier, outcome }
     }
 
+    /// This installation's entities of a blueprint that also match `rules`, every page.
+    pub async fn search_own(
+        &self,
+        blueprint: &str,
+        rules: Vec<Value>,
+    ) -> Result<Vec<StoredEntity>, PortError> {
+        #[derive(Deserialize)]
+        struct SearchPage {
+            entities: Vec<StoredEntity>,
+            #[serde(default)]
+            next: Option<String>,
+        }
+        let route = format!("/v1/blueprints/{blueprint}/entities/search");
+        let url = self.url(&["blueprints", blueprint, "entities", "search"], &[]);
+        // Our entities are those whose $datasource is our User-Agent, whatever the version.
+        let mut all_rules = vec![
+            json!({ "property": "$datasource", "operator": "beginsWith", "value": "okta-port/" }),
+            json!({ "property": "$datasource", "operator": "endsWith", "value": format!("/{}", self.inner.installation_id) }),
+        ];
+        all_rules.extend(rules);
+        let query = json!({ "combinator": "and", "rules": all_rules });
+        let mut from: Option<String> = None;
+        let mut all = Vec::new();
+        loop {
+            let mut body = json!({ "query": query, "limit": SEARCH_PAGE });
+            if let Some(f) = &from {
+                body["from"] = json!(f);
+            }
+            let body = serde_json::to_vec(&body).expect("serializable");
+            let (status, headers, bytes) = self
+                .request(Method::POST, url.clone(), &route, Some(body.into()))
+                .await?;
+            if status == StatusCode::NOT_FOUND && from.is_none() {
+                // No such blueprint yet: nothing of ours in it.
+                return Ok(Vec::new());
+            }
+            if !status.is_success() {
+                return Err(Self::api_error(&route, status, &headers, &bytes));
+            }
+            let page: SearchPage =
+                serde_json::from_slice(&bytes).map_err(|e| PortError::InvalidResponse {
+                    route: route.clone(),
+                    message: e.to_string(),
+                })?;
+            all.extend(page.entities);
+            match page.next.filter(|n| !n.is_empty()) {
+                Some(n) => from = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Our entities among `identifiers` (searched 100 at a time).
+    pub async fn own_entities(
+        &self,
+        blueprint: &str,
+        identifiers: &[String],
+    ) -> Result<Vec<StoredEntity>, PortError> {
+        let mut found = Vec::new();
+        for chunk in identifiers.chunks(BULK_DELETE_MAX) {
+            let rule = json!({ "property": "$identifier", "operator": "in", "value": chunk });
+            found.extend(self.search_own(blueprint, vec![rule]).await?);
+        }
+        Ok(found)
+    }
+
+    /// Our entities of `blueprint` with a relation to `target` (an entity of `target_blueprint`).
+    pub async fn own_related(
+        &self,
+        blueprint: &str,
+        target_blueprint: &str,
+        target: &str,
+    ) -> Result<Vec<StoredEntity>, PortError> {
+        let rule = json!({ "operator": "relatedTo", "blueprint": target_blueprint, "value": target, "direction": "upstream" });
+        self.search_own(blueprint, vec![rule]).await
+    }
+
     async fn delete_batch(&self, blueprint: &str, ids: &[String]) -> Result<Vec<String>, PortError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -627,51 +704,7 @@ impl PortCatalog for Client {
     }
 
     async fn list_own(&self, blueprint: &str) -> Result<Vec<StoredEntity>, PortError> {
-        #[derive(Deserialize)]
-        struct SearchPage {
-            entities: Vec<StoredEntity>,
-            #[serde(default)]
-            next: Option<String>,
-        }
-        let route = format!("/v1/blueprints/{blueprint}/entities/search");
-        let url = self.url(&["blueprints", blueprint, "entities", "search"], &[]);
-        // Our entities are those whose $datasource is our User-Agent, whatever the version.
-        let query = json!({
-            "combinator": "and",
-            "rules": [
-                { "property": "$datasource", "operator": "beginsWith", "value": "okta-port/" },
-                { "property": "$datasource", "operator": "endsWith", "value": format!("/{}", self.inner.installation_id) },
-            ]
-        });
-        let mut from: Option<String> = None;
-        let mut all = Vec::new();
-        loop {
-            let mut body = json!({ "query": query, "limit": SEARCH_PAGE });
-            if let Some(f) = &from {
-                body["from"] = json!(f);
-            }
-            let body = serde_json::to_vec(&body).expect("serializable");
-            let (status, headers, bytes) = self
-                .request(Method::POST, url.clone(), &route, Some(body.into()))
-                .await?;
-            if status == StatusCode::NOT_FOUND && from.is_none() {
-                // No such blueprint yet: nothing of ours in it.
-                return Ok(Vec::new());
-            }
-            if !status.is_success() {
-                return Err(Self::api_error(&route, status, &headers, &bytes));
-            }
-            let page: SearchPage =
-                serde_json::from_slice(&bytes).map_err(|e| PortError::InvalidResponse {
-                    route: route.clone(),
-                    message: e.to_string(),
-                })?;
-            all.extend(page.entities);
-            match page.next.filter(|n| !n.is_empty()) {
-                Some(n) => from = Some(n),
-                None => return Ok(all),
-            }
-        }
+        self.search_own(blueprint, Vec::new()).await
     }
 
     fn stats(&self) -> ApiStats {

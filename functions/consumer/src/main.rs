@@ -1,0 +1,35 @@
+//! Consumer Lambda (SQS trigger with ReportBatchItemFailures): converges the Okta objects
+//! a batch of events touched, and reports only the messages whose work failed.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use okta_port::App;
+use okta_port::live::{AppProcessor, GroupProcessor, Processor, UserProcessor};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    okta_port::telemetry::init_lambda();
+    let app = App::from_env()?;
+    // One processor per resource kind, in convergence order (relation targets first).
+    let processors: Vec<Box<dyn Processor>> = vec![
+        Box::new(GroupProcessor),
+        Box::new(AppProcessor),
+        Box::new(UserProcessor),
+    ];
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let (app, processors) = (&app, &processors);
+        async move {
+            let messages = okta_port::live::sqs_messages(event.payload);
+            let report = app.apply_batch(&messages, processors).await;
+            tracing::info!(?report, "batch done");
+            let mut response = SqsBatchResponse::default();
+            for id in report.failed_messages {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+            Ok::<_, Error>(response)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,816 @@
+//! The live path (design §5): a batch of queued Okta events becomes the set of touched
+//! groups, apps and users; each is refetched once from Okta and converged in Port through
+//! the same mapping as the resync, so a live update and a resync write the same entity.
+//!
+//! One `Processor` per resource kind says which event types it handles, which targets of
+//! an event it takes, and how it refetches and maps them. The consumer registers them in
+//! its `main.rs`; a new resource kind is a new processor.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::events::QueuedEvent;
+use crate::mapping::{APP_BLUEPRINT, GROUP_BLUEPRINT, Mapped, Mapping, USER_BLUEPRINT, UserLinks};
+use crate::okta::{self, OktaDirectory, OktaError};
+use crate::port::{self, DeleteResult, Entity, PortCatalog, PortError, StoredEntity, WriteResult};
+use crate::sync::{Outcomes, write_in_order};
+
+/// The kinds of Okta objects, in the order they are converged (relation targets first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Group,
+    App,
+    User,
+}
+
+/// What the events of a batch ask of one object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Refetch and upsert (or delete when Okta says 404).
+    pub refetch: bool,
+    /// Delete without asking Okta (the object is going away).
+    pub delete: bool,
+    /// Apps only: recompute which users have the app (a group assignment changed).
+    pub reconcile_assignments: bool,
+}
+
+impl Wanted {
+    pub const REFETCH: Wanted = Wanted {
+        refetch: true,
+        delete: false,
+        reconcile_assignments: false,
+    };
+    pub const DELETE: Wanted = Wanted {
+        refetch: false,
+        delete: true,
+        reconcile_assignments: false,
+    };
+    pub const RECONCILE: Wanted = Wanted {
+        refetch: false,
+        delete: false,
+        reconcile_assignments: true,
+    };
+
+    fn merge(&mut self, other: Wanted) {
+        self.refetch |= other.refetch;
+        self.delete |= other.delete;
+        self.reconcile_assignments |= other.reconcile_assignments;
+    }
+}
+
+/// More work an object's convergence revealed: objects to refetch in a second round.
+#[derive(Debug, Default)]
+pub struct FollowUps {
+    /// Groups whose membership changed (their `lastMembershipUpdated` moved).
+    pub groups: BTreeSet<String>,
+    /// Values other users' `profile.managerId` may name (ids, employee numbers, logins,
+    /// emails of users that changed or vanished), and users that related to them.
+    pub manager_keys: BTreeSet<String>,
+    pub users: BTreeSet<String>,
+}
+
+/// Okta reads of the live path.
+#[async_trait]
+pub trait LiveOkta: Send + Sync {
+    async fn user(&self, id: &str) -> Result<Option<Value>, OktaError>;
+    async fn user_group_ids(&self, id: &str) -> Result<Vec<String>, OktaError>;
+    async fn user_app_ids(&self, id: &str) -> Result<Vec<String>, OktaError>;
+    async fn group(&self, id: &str) -> Result<Option<Value>, OktaError>;
+    async fn app(&self, id: &str) -> Result<Option<Value>, OktaError>;
+    async fn app_user_ids(&self, id: &str) -> Result<Vec<String>, OktaError>;
+    async fn search_users(&self, expression: &str) -> Result<Vec<Value>, OktaError>;
+    fn calls(&self) -> u64;
+}
+
+/// Port writes and look-ups of the live path.
+#[async_trait]
+pub trait LivePort: Send + Sync {
+    async fn upsert(&self, blueprint: &str, entities: Vec<Entity>) -> Vec<WriteResult>;
+    async fn delete(&self, blueprint: &str, identifiers: &[String]) -> DeleteResult;
+    /// Our entities among `identifiers`.
+    async fn own_entities(
+        &self,
+        blueprint: &str,
+        identifiers: &[String],
+    ) -> Result<Vec<StoredEntity>, PortError>;
+    /// Our entities of `blueprint` with a relation to `target` of `target_blueprint`.
+    async fn own_related(
+        &self,
+        blueprint: &str,
+        target_blueprint: &str,
+        target: &str,
+    ) -> Result<Vec<StoredEntity>, PortError>;
+}
+
+#[async_trait]
+impl LiveOkta for okta::Client {
+    async fn user(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.get_user(id).await
+    }
+    async fn user_group_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
+        okta::Client::user_group_ids(self, id).await
+    }
+    async fn user_app_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
+        okta::Client::user_app_ids(self, id).await
+    }
+    async fn group(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.get_group(id).await
+    }
+    async fn app(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.get_app(id).await
+    }
+    async fn app_user_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
+        self.list_app_user_ids(id).await
+    }
+    async fn search_users(&self, expression: &str) -> Result<Vec<Value>, OktaError> {
+        okta::Client::search_users(self, expression).await
+    }
+    fn calls(&self) -> u64 {
+        self.stats().calls
+    }
+}
+
+#[async_trait]
+impl LivePort for port::Client {
+    async fn upsert(&self, blueprint: &str, entities: Vec<Entity>) -> Vec<WriteResult> {
+        PortCatalog::upsert(self, blueprint, entities).await
+    }
+    async fn delete(&self, blueprint: &str, identifiers: &[String]) -> DeleteResult {
+        PortCatalog::delete(self, blueprint, identifiers).await
+    }
+    async fn own_entities(
+        &self,
+        blueprint: &str,
+        identifiers: &[String],
+    ) -> Result<Vec<StoredEntity>, PortError> {
+        port::Client::own_entities(self, blueprint, identifiers).await
+    }
+    async fn own_related(
+        &self,
+        blueprint: &str,
+        target_blueprint: &str,
+        target: &str,
+    ) -> Result<Vec<StoredEntity>, PortError> {
+        port::Client::own_related(self, blueprint, target_blueprint, target).await
+    }
+}
+
+/// What processors work with.
+pub struct Context<'a> {
+    pub okta: &'a dyn LiveOkta,
+    pub port: &'a dyn LivePort,
+    pub mapping: &'a dyn Mapping,
+}
+
+/// Per object: Ok with the follow-ups its convergence revealed, or why it failed.
+pub type Converged = BTreeMap<String, Result<FollowUps, String>>;
+
+/// One resource kind of the live path.
+#[async_trait]
+pub trait Processor: Send + Sync {
+    fn kind(&self) -> Kind;
+    /// The event types this processor acts on.
+    fn handles(&self, event_type: &str) -> bool;
+    /// The objects of its kind an event touches, and what it asks of each.
+    fn targets(&self, event: &QueuedEvent) -> Vec<(String, Wanted)>;
+    /// Refetches the touched objects and writes (or deletes) their entities.
+    async fn converge(&self, ctx: &Context<'_>, touched: &BTreeMap<String, Wanted>) -> Converged;
+}
+
+/// The default processors, in convergence order.
+pub fn default_processors() -> Vec<Box<dyn Processor>> {
+    vec![
+        Box::new(GroupProcessor),
+        Box::new(AppProcessor),
+        Box::new(UserProcessor),
+    ]
+}
+
+fn mapped_by_blueprint(mapped: Vec<Mapped>, into: &mut BTreeMap<String, Vec<Entity>>) {
+    for m in mapped {
+        into.entry(m.blueprint).or_default().push(m.entity);
+    }
+}
+
+/// Writes entities (targets before relating entities, as in the resync), retrying once
+/// those whose relation targets were missing, and returns each one's failure, if any.
+async fn write(port: &dyn LivePort, entities: BTreeMap<String, Vec<Entity>>) -> HashMap<String, String> {
+    let mut outcomes = Outcomes::default();
+    for (bp, list) in entities {
+        let retry: HashMap<String, Entity> = list.iter().map(|e| (e.identifier.clone(), e.clone())).collect();
+        write_in_order(&bp, list, |wave| port.upsert(&bp, wave), &mut outcomes).await;
+        let again: Vec<Entity> = retry
+            .into_values()
+            .filter(|e| {
+                outcomes
+                    .failed
+                    .get(&e.identifier)
+                    .is_some_and(|f| f.is_not_found())
+            })
+            .collect();
+        if !again.is_empty() {
+            write_in_order(&bp, again, |wave| port.upsert(&bp, wave), &mut outcomes).await;
+        }
+    }
+    outcomes
+        .failed
+        .into_iter()
+        .map(|(id, f)| (id, f.to_string()))
+        .collect()
+}
+
+async fn delete(port: &dyn LivePort, blueprint: &str, ids: Vec<String>) -> HashMap<String, String> {
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    let result = port.delete(blueprint, &ids).await;
+    tracing::info!(blueprint, deleted = ?result.deleted, "deleted entities gone from Okta");
+    result
+        .failed
+        .into_iter()
+        .map(|f| (f.identifier, f.reason))
+        .collect()
+}
+
+/// Shared shape of groups and apps: refetch each, map, write; 404 or a delete event deletes.
+async fn converge_objects<'f, F>(
+    ctx: &Context<'_>,
+    touched: &BTreeMap<String, Wanted>,
+    blueprint: &str,
+    fetch: F,
+    map: fn(&dyn Mapping, &Value) -> Result<Vec<Mapped>, crate::mapping::MappingError>,
+) -> Converged
+where
+    F: Fn(String) -> futures::future::BoxFuture<'f, Result<Option<Value>, OktaError>>,
+{
+    let mut results: Converged = BTreeMap::new();
+    let mut entities = BTreeMap::new();
+    let mut gone = Vec::new();
+    for (id, wanted) in touched {
+        if wanted.delete {
+            gone.push(id.clone());
+            continue;
+        }
+        if !wanted.refetch {
+            continue;
+        }
+        match fetch(id.clone()).await {
+            Ok(None) => gone.push(id.clone()),
+            Ok(Some(object)) => match map(ctx.mapping, &object) {
+                Ok(mapped) => mapped_by_blueprint(mapped, &mut entities),
+                Err(e) => {
+                    results.insert(id.clone(), Err(e.to_string()));
+                    continue;
+                }
+            },
+            Err(e) => {
+                results.insert(id.clone(), Err(e.to_string()));
+                continue;
+            }
+        }
+        results.insert(id.clone(), Ok(FollowUps::default()));
+    }
+    let mut failures = write(ctx.port, entities).await;
+    failures.extend(delete(ctx.port, blueprint, gone.clone()).await);
+    for id in gone {
+        results.entry(id).or_insert(Ok(FollowUps::default()));
+    }
+    for (id, reason) in failures {
+        results.insert(id, Err(reason));
+    }
+    results
+}
+
+pub struct GroupProcessor;
+
+#[async_trait]
+impl Processor for GroupProcessor {
+    fn kind(&self) -> Kind {
+        Kind::Group
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("group.lifecycle.")
+            || event_type == "group.profile.update"
+            || event_type.starts_with("group.user_membership.")
+    }
+    fn targets(&self, event: &QueuedEvent) -> Vec<(String, Wanted)> {
+        let wanted = if event.event_type == "group.lifecycle.delete" {
+            Wanted::DELETE
+        } else {
+            Wanted::REFETCH
+        };
+        event
+            .targets_of("UserGroup")
+            .map(|id| (id.to_owned(), wanted))
+            .collect()
+    }
+    async fn converge(&self, ctx: &Context<'_>, touched: &BTreeMap<String, Wanted>) -> Converged {
+        let okta = ctx.okta;
+        converge_objects(
+            ctx,
+            touched,
+            GROUP_BLUEPRINT,
+            |id| Box::pin(async move { okta.group(&id).await }),
+            |m, g| m.map_group(g),
+        )
+        .await
+    }
+}
+
+pub struct AppProcessor;
+
+#[async_trait]
+impl Processor for AppProcessor {
+    fn kind(&self) -> Kind {
+        Kind::App
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("application.lifecycle.")
+            || event_type.starts_with("application.user_membership.")
+            || event_type.starts_with("group.application_assignment.")
+    }
+    fn targets(&self, event: &QueuedEvent) -> Vec<(String, Wanted)> {
+        let wanted = match event.event_type.as_str() {
+            "application.lifecycle.delete" => Wanted::DELETE,
+            t if t.starts_with("group.application_assignment.") => Wanted::RECONCILE,
+            _ => Wanted::REFETCH,
+        };
+        event
+            .targets_of("AppInstance")
+            .map(|id| (id.to_owned(), wanted))
+            .collect()
+    }
+    async fn converge(&self, ctx: &Context<'_>, touched: &BTreeMap<String, Wanted>) -> Converged {
+        let okta = ctx.okta;
+        let mut results = converge_objects(
+            ctx,
+            touched,
+            APP_BLUEPRINT,
+            |id| Box::pin(async move { okta.app(&id).await }),
+            |m, a| m.map_app(a),
+        )
+        .await;
+        for (app, wanted) in touched {
+            if wanted.reconcile_assignments && !wanted.delete {
+                let outcome = reconcile_assignments(ctx, app).await;
+                results.insert(app.clone(), outcome.map(|()| FollowUps::default()));
+            }
+        }
+        results
+    }
+}
+
+/// A group's assignment to an app changed: every member may have gained or lost the app.
+/// Instead of one Okta call per member, list the app's users once (direct and through
+/// groups) and diff that against the users whose Port entity relates to the app; only the
+/// `applications` relation of those that differ is rewritten (a merge upsert).
+async fn reconcile_assignments(ctx: &Context<'_>, app: &str) -> Result<(), String> {
+    let assigned: HashSet<String> = match ctx.okta.app_user_ids(app).await {
+        Ok(ids) => ids.into_iter().collect(),
+        // The app is gone: deleting it clears every user's reference to it.
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let related = ctx
+        .port
+        .own_related(USER_BLUEPRINT, APP_BLUEPRINT, app)
+        .await
+        .map_err(|e| e.to_string())?;
+    let related_ids: HashSet<String> = related.iter().map(|s| s.entity.identifier.clone()).collect();
+    let gaining: Vec<String> = assigned.difference(&related_ids).cloned().collect();
+    let mut current = related;
+    current.extend(
+        ctx.port
+            .own_entities(USER_BLUEPRINT, &gaining)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let mut patches = Vec::new();
+    for stored in current {
+        let mut apps: BTreeSet<String> = relation_ids(&stored.entity, "applications").into_iter().collect();
+        let changed = if assigned.contains(&stored.entity.identifier) {
+            apps.insert(app.to_owned())
+        } else {
+            apps.remove(app)
+        };
+        if changed {
+            let mut relations = serde_json::Map::new();
+            relations.insert("applications".into(), serde_json::json!(apps));
+            patches.push(Entity {
+                identifier: stored.entity.identifier,
+                title: None,
+                properties: Default::default(),
+                relations,
+            });
+        }
+    }
+    tracing::info!(
+        app,
+        users = patches.len(),
+        "reconciled the app's user assignments"
+    );
+    let failures = write(ctx.port, BTreeMap::from([(USER_BLUEPRINT.to_owned(), patches)])).await;
+    match failures.into_iter().next() {
+        None => Ok(()),
+        Some((id, reason)) => Err(format!("user {id}: {reason}")),
+    }
+}
+
+fn relation_ids(entity: &Entity, relation: &str) -> Vec<String> {
+    match entity.relations.get(relation) {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn profile_str<'a>(user: &'a Value, key: &str) -> Option<&'a str> {
+    user["profile"][key].as_str().filter(|s| !s.trim().is_empty())
+}
+
+/// Okta search values are quoted strings; a value with a quote or backslash cannot be
+/// searched safely and resolves to nothing.
+fn searchable(value: &str) -> bool {
+    !value.contains(['"', '\\'])
+}
+
+/// Resolves `managerId` exactly as the resync's `ManagerIndex` does, with Okta look-ups:
+/// a user's id; else the one user with that employeeNumber; else the one user whose login
+/// or email matches case-insensitively.
+pub async fn resolve_manager(okta: &dyn LiveOkta, manager_id: &str) -> Result<Option<String>, OktaError> {
+    if manager_id.trim().is_empty() {
+        return Ok(None);
+    }
+    // GET by id also accepts a login, so check that the id itself matched.
+    if manager_id.starts_with("00u") && !manager_id.contains('@') {
+        if let Some(user) = okta.user(manager_id).await? {
+            if user["id"].as_str() == Some(manager_id) {
+                return Ok(Some(manager_id.to_owned()));
+            }
+        }
+    }
+    if !searchable(manager_id) {
+        return Ok(None);
+    }
+    let ids = |users: Vec<Value>, keep: &dyn Fn(&Value) -> bool| -> BTreeSet<String> {
+        users
+            .iter()
+            .filter(|u| keep(u))
+            .filter_map(|u| u["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let by_number = okta
+        .search_users(&format!("profile.employeeNumber eq \"{manager_id}\""))
+        .await?;
+    let by_number = ids(by_number, &|u| {
+        profile_str(u, "employeeNumber") == Some(manager_id)
+    });
+    if by_number.len() == 1 {
+        return Ok(by_number.into_iter().next());
+    }
+    let lower = manager_id.to_lowercase();
+    let by_login = okta
+        .search_users(&format!(
+            "profile.login eq \"{manager_id}\" or profile.email eq \"{manager_id}\""
+        ))
+        .await?;
+    let by_login = ids(by_login, &|u| {
+        ["login", "email"]
+            .iter()
+            .any(|k| profile_str(u, k).is_some_and(|v| v.to_lowercase() == lower))
+    });
+    Ok(if by_login.len() == 1 {
+        by_login.into_iter().next()
+    } else {
+        None
+    })
+}
+
+pub struct UserProcessor;
+
+#[async_trait]
+impl Processor for UserProcessor {
+    fn kind(&self) -> Kind {
+        Kind::User
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("user.")
+            || event_type.starts_with("group.user_membership.")
+            || event_type.starts_with("application.user_membership.")
+    }
+    fn targets(&self, event: &QueuedEvent) -> Vec<(String, Wanted)> {
+        // Okta deletes asynchronously: right after delete.initiated a GET may still answer.
+        let wanted = if event.event_type == "user.lifecycle.delete.initiated" {
+            Wanted::DELETE
+        } else {
+            Wanted::REFETCH
+        };
+        // `User`, never `AppUser`: that id is an assignment id.
+        event
+            .targets_of("User")
+            .map(|id| (id.to_owned(), wanted))
+            .collect()
+    }
+    async fn converge(&self, ctx: &Context<'_>, touched: &BTreeMap<String, Wanted>) -> Converged {
+        let ids: Vec<String> = touched.keys().cloned().collect();
+        let stored: HashMap<String, Entity> = match ctx.port.own_entities(USER_BLUEPRINT, &ids).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|s| (s.entity.identifier.clone(), s.entity))
+                .collect(),
+            Err(e) => return ids.into_iter().map(|id| (id, Err(e.to_string()))).collect(),
+        };
+        let mut results: Converged = BTreeMap::new();
+        let mut entities = BTreeMap::new();
+        let mut gone = Vec::new();
+        let mut managers: HashMap<String, Option<String>> = HashMap::new();
+        for (id, wanted) in touched {
+            let old = stored.get(id);
+            let mut follow = FollowUps::default();
+            follow.manager_keys.insert(id.clone());
+            for key in ["login", "email"] {
+                if let Some(v) = old.and_then(|e| e.properties.get(key)).and_then(Value::as_str) {
+                    follow.manager_keys.insert(v.to_owned());
+                }
+            }
+            let old_groups: BTreeSet<String> = old
+                .map(|e| relation_ids(e, "groups"))
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let user = if wanted.delete {
+                Ok(None)
+            } else {
+                ctx.okta.user(id).await
+            };
+            let converged = match user {
+                Ok(None) => {
+                    gone.push(id.clone());
+                    follow.groups = old_groups;
+                    Ok(())
+                }
+                Ok(Some(user)) => {
+                    let fetched = refetch_user(ctx, &user, &mut managers).await;
+                    fetched.and_then(|(groups, apps, manager)| {
+                        for key in ["employeeNumber", "login", "email"] {
+                            if let Some(v) = profile_str(&user, key) {
+                                follow.manager_keys.insert(v.to_owned());
+                            }
+                        }
+                        let new_groups: BTreeSet<String> = groups.iter().cloned().collect();
+                        follow.groups = old_groups.symmetric_difference(&new_groups).cloned().collect();
+                        let links = UserLinks {
+                            groups: Some(&groups),
+                            applications: Some(&apps),
+                            manager: Some(manager.as_deref()),
+                        };
+                        let mapped = ctx.mapping.map_user(&user, &links).map_err(|e| e.to_string())?;
+                        mapped_by_blueprint(mapped, &mut entities);
+                        Ok(())
+                    })
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            results.insert(id.clone(), converged.map(|()| follow));
+        }
+        let mut failures = write(ctx.port, entities).await;
+        failures.extend(delete(ctx.port, USER_BLUEPRINT, gone).await);
+        for (id, reason) in failures {
+            results.insert(id, Err(reason));
+        }
+        results
+    }
+}
+
+/// A user's groups, apps and resolved manager, from Okta.
+async fn refetch_user(
+    ctx: &Context<'_>,
+    user: &Value,
+    managers: &mut HashMap<String, Option<String>>,
+) -> Result<(Vec<String>, Vec<String>, Option<String>), String> {
+    let id = user["id"].as_str().unwrap_or_default();
+    let (groups, apps) = futures::join!(ctx.okta.user_group_ids(id), ctx.okta.user_app_ids(id));
+    let (groups, apps) = (
+        groups.map_err(|e| e.to_string())?,
+        apps.map_err(|e| e.to_string())?,
+    );
+    let manager = match profile_str(user, "managerId") {
+        None => None,
+        Some(m) => match managers.get(m) {
+            Some(cached) => cached.clone(),
+            None => {
+                let resolved = resolve_manager(ctx.okta, m).await.map_err(|e| e.to_string())?;
+                managers.insert(m.to_owned(), resolved.clone());
+                resolved
+            }
+        },
+    };
+    Ok((groups, apps, manager))
+}
+
+/// Users whose `managerId` may name one of `keys`, or whose Port entity relates to one of
+/// `related`: their resolved manager may have changed.
+async fn manager_dependents(
+    ctx: &Context<'_>,
+    keys: &BTreeSet<String>,
+    related: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, String> {
+    let mut found = BTreeSet::new();
+    let keys: Vec<&String> = keys.iter().filter(|k| searchable(k)).collect();
+    for chunk in keys.chunks(10) {
+        let expression = chunk
+            .iter()
+            .map(|k| format!("profile.managerId eq \"{k}\""))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        for user in ctx
+            .okta
+            .search_users(&expression)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if let Some(id) = user["id"].as_str() {
+                found.insert(id.to_owned());
+            }
+        }
+    }
+    for id in related {
+        let reports = ctx
+            .port
+            .own_related(USER_BLUEPRINT, USER_BLUEPRINT, id)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Only those that name it as manager (not, say, as a member of the same group).
+        found.extend(
+            reports
+                .into_iter()
+                .filter(|r| r.entity.relations.get("manager").and_then(Value::as_str) == Some(id))
+                .map(|r| r.entity.identifier),
+        );
+    }
+    Ok(found)
+}
+
+/// What happened to a batch.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct BatchReport {
+    /// Message ids to report as `batchItemFailures` (they come back, then go to the DLQ).
+    pub failed_messages: Vec<String>,
+    /// Why, per failed message.
+    pub failures: BTreeMap<String, String>,
+    pub events: usize,
+    pub duplicates: usize,
+    pub ignored: usize,
+    pub converged: usize,
+    pub okta_calls: u64,
+}
+
+/// Applies a batch of queue messages `(message id, body)`.
+pub async fn apply_batch(
+    messages: &[(String, String)],
+    processors: &[Box<dyn Processor>],
+    ctx: &Context<'_>,
+) -> BatchReport {
+    let calls_before = ctx.okta.calls();
+    let mut report = BatchReport::default();
+    let mut seen: HashSet<String> = HashSet::new();
+    // (processor index, object id) → what is wanted, and which messages asked.
+    let mut touched: BTreeMap<usize, BTreeMap<String, Wanted>> = BTreeMap::new();
+    let mut askers: HashMap<(usize, String), Vec<String>> = HashMap::new();
+    let fail = |report: &mut BatchReport, message: &str, reason: String| {
+        if !report.failures.contains_key(message) {
+            report.failed_messages.push(message.to_owned());
+            report.failures.insert(message.to_owned(), reason);
+        }
+    };
+    for (message_id, body) in messages {
+        let event: QueuedEvent = match serde_json::from_str(body) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(message_id, error = %e, "poison message: not a queued Okta event");
+                fail(&mut report, message_id, format!("not a queued Okta event: {e}"));
+                continue;
+            }
+        };
+        report.events += 1;
+        let duplicate = event.uuid.as_ref().is_some_and(|u| !seen.insert(u.clone()));
+        if duplicate {
+            report.duplicates += 1;
+        }
+        let mut handled = false;
+        for (index, processor) in processors.iter().enumerate() {
+            if !processor.handles(&event.event_type) {
+                continue;
+            }
+            handled = true;
+            for (id, wanted) in processor.targets(&event) {
+                touched
+                    .entry(index)
+                    .or_default()
+                    .entry(id.clone())
+                    .or_default()
+                    .merge(wanted);
+                askers.entry((index, id)).or_default().push(message_id.clone());
+            }
+        }
+        if !handled {
+            report.ignored += 1;
+        }
+    }
+
+    // Round one: what the events asked, kind by kind (relation targets first).
+    let mut follow = FollowUps::default();
+    let mut done: HashSet<(Kind, String)> = HashSet::new();
+    for (index, processor) in processors.iter().enumerate() {
+        let Some(objects) = touched.get(&index) else {
+            continue;
+        };
+        for (id, result) in processor.converge(ctx, objects).await {
+            done.insert((processor.kind(), id.clone()));
+            report.converged += 1;
+            match result {
+                Ok(f) => {
+                    follow.groups.extend(f.groups);
+                    follow.manager_keys.extend(f.manager_keys);
+                    if processor.kind() == Kind::User {
+                        follow.users.insert(id);
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(kind = ?processor.kind(), id, reason, "could not converge");
+                    for message in askers.get(&(index, id.clone())).into_iter().flatten() {
+                        fail(
+                            &mut report,
+                            message,
+                            format!("{:?} {id}: {reason}", processor.kind()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // Round two: what round one revealed (groups whose membership moved, users whose
+    // manager may resolve differently now). A failure here fails the whole batch's
+    // messages that led to it: simplest is every message that was not poison.
+    let mut second: BTreeMap<Kind, BTreeMap<String, Wanted>> = BTreeMap::new();
+    for g in follow.groups {
+        if !done.contains(&(Kind::Group, g.clone())) {
+            second.entry(Kind::Group).or_default().insert(g, Wanted::REFETCH);
+        }
+    }
+    if !follow.manager_keys.is_empty() {
+        match manager_dependents(ctx, &follow.manager_keys, &follow.users).await {
+            Ok(users) => {
+                for u in users {
+                    if !done.contains(&(Kind::User, u.clone())) {
+                        second.entry(Kind::User).or_default().insert(u, Wanted::REFETCH);
+                    }
+                }
+            }
+            Err(reason) => second_round_failed(&mut report, messages, &reason),
+        }
+    }
+    for processor in processors {
+        let Some(objects) = second.get(&processor.kind()) else {
+            continue;
+        };
+        let results = processor.converge(ctx, objects).await;
+        report.converged += results.len();
+        if let Some((id, Err(reason))) = results.iter().find(|(_, r)| r.is_err()) {
+            second_round_failed(
+                &mut report,
+                messages,
+                &format!("{:?} {id}: {reason}", processor.kind()),
+            );
+        }
+    }
+    report.okta_calls = ctx.okta.calls() - calls_before;
+    report
+}
+
+fn second_round_failed(report: &mut BatchReport, messages: &[(String, String)], reason: &str) {
+    tracing::warn!(reason, "follow-up failed; the batch comes back");
+    for (id, _) in messages {
+        if !report.failures.contains_key(id) {
+            report.failed_messages.push(id.clone());
+            report.failures.insert(id.clone(), format!("follow-up: {reason}"));
+        }
+    }
+}
+
+/// The `(message id, body)` pairs of an SQS event; a record without a body is kept with an
+/// empty one, so that it is reported as failed rather than lost.
+pub fn sqs_messages(event: aws_lambda_events::event::sqs::SqsEvent) -> Vec<(String, String)> {
+    event
+        .records
+        .into_iter()
+        .map(|r| (r.message_id.unwrap_or_default(), r.body.unwrap_or_default()))
+        .collect()
+}
