@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::events::QueuedEvent;
@@ -68,7 +69,10 @@ pub struct FollowUps {
     /// Values other users' `profile.managerId` may name (ids, employee numbers, logins,
     /// emails of users that changed or vanished), and users that related to them.
     pub manager_keys: BTreeSet<String>,
+    /// Users converged this round, whose reports (in Port) may need a new manager.
     pub users: BTreeSet<String>,
+    /// Users to refetch in full.
+    pub refetch_users: BTreeSet<String>,
 }
 
 /// Okta reads of the live path.
@@ -234,16 +238,19 @@ async fn delete(port: &dyn LivePort, blueprint: &str, ids: Vec<String>) -> HashM
         .collect()
 }
 
-/// Shared shape of groups and apps: refetch each, map, write; 404 or a delete event deletes.
+/// Shared shape of groups and apps: refetch each, map, write; 404 or a delete event
+/// deletes. `before_delete` runs on the ids about to be deleted, while Port still holds
+/// the references to them, and returns their follow-ups.
 async fn converge_objects<'f, F>(
     ctx: &Context<'_>,
     touched: &BTreeMap<String, Wanted>,
     blueprint: &str,
     fetch: F,
     map: fn(&dyn Mapping, &Value) -> Result<Vec<Mapped>, crate::mapping::MappingError>,
+    before_delete: Option<&(dyn Fn(String) -> BoxFuture<'f, Result<FollowUps, String>> + Sync)>,
 ) -> Converged
 where
-    F: Fn(String) -> futures::future::BoxFuture<'f, Result<Option<Value>, OktaError>>,
+    F: Fn(String) -> BoxFuture<'f, Result<Option<Value>, OktaError>>,
 {
     let mut results: Converged = BTreeMap::new();
     let mut entities = BTreeMap::new();
@@ -256,27 +263,37 @@ where
         if !wanted.refetch {
             continue;
         }
-        match fetch(id.clone()).await {
-            Ok(None) => gone.push(id.clone()),
-            Ok(Some(object)) => match map(ctx.mapping, &object) {
-                Ok(mapped) => mapped_by_blueprint(mapped, &mut entities),
-                Err(e) => {
-                    results.insert(id.clone(), Err(e.to_string()));
-                    continue;
-                }
-            },
-            Err(e) => {
-                results.insert(id.clone(), Err(e.to_string()));
+        let mapped = match fetch(id.clone()).await {
+            Ok(None) => {
+                gone.push(id.clone());
                 continue;
             }
+            Ok(Some(object)) => map(ctx.mapping, &object).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match mapped {
+            Ok(mapped) => {
+                mapped_by_blueprint(mapped, &mut entities);
+                results.insert(id.clone(), Ok(FollowUps::default()));
+            }
+            Err(reason) => {
+                results.insert(id.clone(), Err(reason));
+            }
         }
-        results.insert(id.clone(), Ok(FollowUps::default()));
+    }
+    let mut deletable = Vec::new();
+    for id in gone {
+        let follow = match before_delete {
+            Some(hook) => hook(id.clone()).await,
+            None => Ok(FollowUps::default()),
+        };
+        if follow.is_ok() {
+            deletable.push(id.clone());
+        }
+        results.insert(id, follow);
     }
     let mut failures = write(ctx.port, entities).await;
-    failures.extend(delete(ctx.port, blueprint, gone.clone()).await);
-    for id in gone {
-        results.entry(id).or_insert(Ok(FollowUps::default()));
-    }
+    failures.extend(delete(ctx.port, blueprint, deletable).await);
     for (id, reason) in failures {
         results.insert(id, Err(reason));
     }
@@ -307,13 +324,29 @@ impl Processor for GroupProcessor {
             .collect()
     }
     async fn converge(&self, ctx: &Context<'_>, touched: &BTreeMap<String, Wanted>) -> Converged {
-        let okta = ctx.okta;
+        let (okta, port) = (ctx.okta, ctx.port);
+        // A deleted group takes with it the apps its members had through it: refetch them.
+        let members = |id: String| -> BoxFuture<'_, Result<FollowUps, String>> {
+            Box::pin(async move {
+                let members = port
+                    .own_related(USER_BLUEPRINT, GROUP_BLUEPRINT, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let refetch_users = members.into_iter().map(|m| m.entity.identifier).collect();
+                Ok(FollowUps {
+                    refetch_users,
+                    ..FollowUps::default()
+                })
+            })
+        };
+        let fetch = |id: String| -> BoxFuture<'_, _> { Box::pin(async move { okta.group(&id).await }) };
         converge_objects(
             ctx,
             touched,
             GROUP_BLUEPRINT,
-            |id| Box::pin(async move { okta.group(&id).await }),
+            fetch,
             |m, g| m.map_group(g),
+            Some(&members),
         )
         .await
     }
@@ -344,14 +377,9 @@ impl Processor for AppProcessor {
     }
     async fn converge(&self, ctx: &Context<'_>, touched: &BTreeMap<String, Wanted>) -> Converged {
         let okta = ctx.okta;
-        let mut results = converge_objects(
-            ctx,
-            touched,
-            APP_BLUEPRINT,
-            |id| Box::pin(async move { okta.app(&id).await }),
-            |m, a| m.map_app(a),
-        )
-        .await;
+        let fetch = |id: String| -> BoxFuture<'_, _> { Box::pin(async move { okta.app(&id).await }) };
+        let mut results =
+            converge_objects(ctx, touched, APP_BLUEPRINT, fetch, |m, a| m.map_app(a), None).await;
         for (app, wanted) in touched {
             if wanted.reconcile_assignments && !wanted.delete {
                 let outcome = reconcile_assignments(ctx, app).await;
@@ -725,8 +753,13 @@ pub async fn apply_batch(
     }
 
     // Round one: what the events asked, kind by kind (relation targets first).
-    let mut follow = FollowUps::default();
     let mut done: HashSet<(Kind, String)> = HashSet::new();
+    // Round two's work, with the messages that led to it.
+    let mut second: BTreeMap<Kind, BTreeMap<String, Wanted>> = BTreeMap::new();
+    let mut second_askers: HashMap<(Kind, String), BTreeSet<String>> = HashMap::new();
+    let mut manager_keys = BTreeSet::new();
+    let mut converged_users = BTreeSet::new();
+    let mut user_askers: BTreeSet<String> = BTreeSet::new();
     for (index, processor) in processors.iter().enumerate() {
         let Some(objects) = touched.get(&index) else {
             continue;
@@ -734,17 +767,32 @@ pub async fn apply_batch(
         for (id, result) in processor.converge(ctx, objects).await {
             done.insert((processor.kind(), id.clone()));
             report.converged += 1;
+            let asked: Vec<String> = askers.get(&(index, id.clone())).cloned().unwrap_or_default();
             match result {
                 Ok(f) => {
-                    follow.groups.extend(f.groups);
-                    follow.manager_keys.extend(f.manager_keys);
+                    for (kind, ids) in [(Kind::Group, f.groups), (Kind::User, f.refetch_users)] {
+                        for target in ids {
+                            second
+                                .entry(kind)
+                                .or_default()
+                                .insert(target.clone(), Wanted::REFETCH);
+                            second_askers
+                                .entry((kind, target))
+                                .or_default()
+                                .extend(asked.iter().cloned());
+                        }
+                    }
+                    if !f.manager_keys.is_empty() {
+                        manager_keys.extend(f.manager_keys);
+                        user_askers.extend(asked.iter().cloned());
+                    }
                     if processor.kind() == Kind::User {
-                        follow.users.insert(id);
+                        converged_users.insert(id);
                     }
                 }
                 Err(reason) => {
                     tracing::warn!(kind = ?processor.kind(), id, reason, "could not converge");
-                    for message in askers.get(&(index, id.clone())).into_iter().flatten() {
+                    for message in &asked {
                         fail(
                             &mut report,
                             message,
@@ -756,53 +804,61 @@ pub async fn apply_batch(
         }
     }
 
-    // Round two: what round one revealed (groups whose membership moved, users whose
-    // manager may resolve differently now). A failure here fails the whole batch's
-    // messages that led to it: simplest is every message that was not poison.
-    let mut second: BTreeMap<Kind, BTreeMap<String, Wanted>> = BTreeMap::new();
-    for g in follow.groups {
-        if !done.contains(&(Kind::Group, g.clone())) {
-            second.entry(Kind::Group).or_default().insert(g, Wanted::REFETCH);
-        }
-    }
-    if !follow.manager_keys.is_empty() {
-        match manager_dependents(ctx, &follow.manager_keys, &follow.users).await {
+    // Round two: what round one revealed (groups whose membership moved, members of deleted
+    // groups, users whose manager may resolve differently now), once, without recursion.
+    if !manager_keys.is_empty() {
+        match manager_dependents(ctx, &manager_keys, &converged_users).await {
             Ok(users) => {
                 for u in users {
-                    if !done.contains(&(Kind::User, u.clone())) {
-                        second.entry(Kind::User).or_default().insert(u, Wanted::REFETCH);
-                    }
+                    second
+                        .entry(Kind::User)
+                        .or_default()
+                        .insert(u.clone(), Wanted::REFETCH);
+                    second_askers
+                        .entry((Kind::User, u))
+                        .or_default()
+                        .extend(user_askers.iter().cloned());
                 }
             }
-            Err(reason) => second_round_failed(&mut report, messages, &reason),
+            Err(reason) => {
+                for message in &user_askers {
+                    fail(
+                        &mut report,
+                        message,
+                        format!("finding the reports of changed users: {reason}"),
+                    );
+                }
+            }
         }
     }
     for processor in processors {
-        let Some(objects) = second.get(&processor.kind()) else {
+        let Some(objects) = second.get_mut(&processor.kind()) else {
             continue;
         };
-        let results = processor.converge(ctx, objects).await;
-        report.converged += results.len();
-        if let Some((id, Err(reason))) = results.iter().find(|(_, r)| r.is_err()) {
-            second_round_failed(
-                &mut report,
-                messages,
-                &format!("{:?} {id}: {reason}", processor.kind()),
-            );
+        objects.retain(|id, _| !done.contains(&(processor.kind(), id.clone())));
+        if objects.is_empty() {
+            continue;
+        }
+        for (id, result) in processor.converge(ctx, objects).await {
+            report.converged += 1;
+            if let Err(reason) = result {
+                tracing::warn!(kind = ?processor.kind(), id, reason, "follow-up failed");
+                for message in second_askers
+                    .get(&(processor.kind(), id.clone()))
+                    .into_iter()
+                    .flatten()
+                {
+                    fail(
+                        &mut report,
+                        message,
+                        format!("follow-up {:?} {id}: {reason}", processor.kind()),
+                    );
+                }
+            }
         }
     }
     report.okta_calls = ctx.okta.calls() - calls_before;
     report
-}
-
-fn second_round_failed(report: &mut BatchReport, messages: &[(String, String)], reason: &str) {
-    tracing::warn!(reason, "follow-up failed; the batch comes back");
-    for (id, _) in messages {
-        if !report.failures.contains_key(id) {
-            report.failed_messages.push(id.clone());
-            report.failures.insert(id.clone(), format!("follow-up: {reason}"));
-        }
-    }
 }
 
 /// The `(message id, body)` pairs of an SQS event; a record without a body is kept with an

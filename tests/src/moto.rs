@@ -7,6 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
@@ -121,10 +122,18 @@ async fn start_moto() -> String {
         .expect("find a free port")
         .port();
     let log = std::env::temp_dir().join(format!("moto-{}-{port}.log", std::process::id()));
-    spawn_for_process_lifetime(&binary, port, &log);
+    let exited = spawn_for_process_lifetime(&binary, port, &log);
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while !moto_answers(port).await {
+        if let Some(status) = exited.get() {
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!(
+                "{} exited ({status}) before answering on port {port}:\n{}\n{INSTALL_HINT}",
+                binary.display(),
+                output.trim_end()
+            );
+        }
         if Instant::now() > deadline {
             panic!(
                 "{} did not answer on port {port} within 30 s; see {}. {INSTALL_HINT}",
@@ -137,29 +146,29 @@ async fn start_moto() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// Starts moto from a thread that never ends. PR_SET_PDEATHSIG fires when the *thread*
-/// that forked the child exits, not the process, and test threads (and tokio's blocking
-/// threads) come and go; a parked thread lives exactly as long as the process.
-fn spawn_for_process_lifetime(binary: &Path, port: u16, log: &Path) {
+/// Starts moto from a thread that waits on it for as long as it runs. PR_SET_PDEATHSIG
+/// fires when the *thread* that forked the child exits, not the process, and test threads
+/// (and tokio's blocking threads) come and go; this one ends only after moto does.
+/// The returned cell is filled with moto's exit status if it ever exits.
+fn spawn_for_process_lifetime(binary: &Path, port: u16, log: &Path) -> Arc<OnceLock<String>> {
+    let exited = Arc::new(OnceLock::new());
     let (tx, rx) = std::sync::mpsc::channel();
-    let (binary, log) = (binary.to_owned(), log.to_owned());
+    let (binary_path, log, exit_cell) = (binary.to_owned(), log.to_owned(), exited.clone());
     std::thread::Builder::new()
         .name("moto-server".into())
-        .spawn(move || {
-            let spawned = spawn_moto(&binary, port, &log);
-            let failed = spawned.is_err();
-            tx.send(spawned.map(|_child| ()))
-                .expect("the test waits for moto");
-            if !failed {
-                loop {
-                    std::thread::park();
-                }
+        .spawn(move || match spawn_moto(&binary_path, port, &log) {
+            Ok(mut child) => {
+                tx.send(Ok(())).expect("the test waits for moto");
+                let status = child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+                let _ = exit_cell.set(status);
             }
+            Err(err) => tx.send(Err(err)).expect("the test waits for moto"),
         })
         .expect("start the moto-server thread");
     if let Err(err) = rx.recv().expect("the moto-server thread answers") {
-        panic!("could not start moto_server: {err}. {INSTALL_HINT}");
+        panic!("could not start {}: {err}. {INSTALL_HINT}", binary.display());
     }
+    exited
 }
 
 fn spawn_moto(binary: &Path, port: u16, log: &Path) -> std::io::Result<std::process::Child> {

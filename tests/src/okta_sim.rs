@@ -1644,8 +1644,9 @@ mod tests {
         assert_eq!(rows.len(), expected);
         let calls = sim.calls();
         assert_eq!(calls.get("apps.users"), expected.div_ceil(50) as u64);
-        // 401, two listing pages, the search pages, the bad search.
-        assert_eq!(calls.get("users.list"), 4 + sizes.len() as u64);
+        // 401, two listing pages, the DEPROVISIONED search pages; the bad search is a search.
+        assert_eq!(calls.get("users.list"), 3 + sizes.len() as u64);
+        assert_eq!(calls.get("users.search"), 1);
     }
 
     #[tokio::test]
@@ -1695,5 +1696,262 @@ mod tests {
         assert_eq!(calls.rate_limited_429, 1);
         assert_eq!(calls.faults_injected, 1);
         assert_eq!(calls.total, 7);
+    }
+
+    #[tokio::test]
+    async fn apps_of_a_user_and_profile_searches() {
+        let org = generate(&OrgSpec {
+            users: 300,
+            groups: 10,
+            apps: 8,
+            seed: 5,
+        });
+        // The user with the most apps, some of them through groups.
+        let (uid, expected) = org
+            .users
+            .iter()
+            .map(|u| {
+                let uid = id_of(u);
+                let apps: Vec<String> = org
+                    .apps
+                    .iter()
+                    .filter(|a| assigned_to(&org, id_of(a), uid))
+                    .map(|a| id_of(a).to_owned())
+                    .collect();
+                (uid.to_owned(), apps)
+            })
+            .max_by_key(|(_, apps)| apps.len())
+            .unwrap();
+        assert!(expected.len() >= 3, "{expected:?}");
+        let via_group = expected
+            .iter()
+            .any(|a| !org.app_user_assignments[a].contains(&uid));
+        assert!(via_group, "some apps come through a group");
+        let gone = org
+            .users
+            .iter()
+            .find(|u| u["status"] == "DEPROVISIONED")
+            .unwrap()
+            .clone();
+        let sim = OktaSim::start(org, OktaSimConfig::default()).await;
+        let client = reqwest::Client::new();
+
+        let filter = percent_encode(&format!("user.id eq \"{uid}\""));
+        let url = sim.url(&format!(
+            "/api/v1/apps?filter={filter}&expand=user%2F{uid}&limit=2"
+        ));
+        let (apps, sizes) = collect(&client, url).await;
+        let got: Vec<&str> = apps.iter().map(id_of).collect();
+        assert_eq!(got, expected);
+        assert_eq!(sizes.len(), expected.len().div_ceil(2));
+        let bad = client
+            .get(sim.url("/api/v1/apps?filter=group.id%20eq%20%2200g1%22"))
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+
+        // Profile values match case-insensitively, DEPROVISIONED users included, OR-ed
+        // with an id clause.
+        let login = gone["profile"]["login"].as_str().unwrap().to_uppercase();
+        let search = format!("profile.login eq \"{login}\" or id eq \"{uid}\"");
+        let url = sim.url(&format!(
+            "/api/v1/users?limit=1&search={}",
+            percent_encode(&search)
+        ));
+        let (users, _) = collect(&client, url).await;
+        let mut found: Vec<&str> = users.iter().map(id_of).collect();
+        found.sort_unstable();
+        let mut want = vec![id_of(&gone), uid.as_str()];
+        want.sort_unstable();
+        assert_eq!(found, want);
+        // A value with spaces and an escaped quote parses (and matches nobody).
+        let odd = percent_encode(r#"profile.displayName eq "O\"Brien, Zoë" or status eq "STAGED""#);
+        let (staged, _) = collect(&client, sim.url(&format!("/api/v1/users?search={odd}"))).await;
+        assert!(!staged.is_empty() && staged.iter().all(|u| u["status"] == "STAGED"));
+
+        let calls = sim.calls();
+        assert_eq!(calls.get("apps.list_by_user"), sizes.len() as u64);
+        assert_eq!(calls.get("apps.list"), 1, "the unsupported filter");
+        assert_eq!(calls.get("users.search"), 3);
+        assert_eq!(calls.get("users.list"), 0);
+    }
+
+    /// Serves `GET /hook` on loopback, answering the challenge with `answer(challenge)` and
+    /// recording the Authorization header it got.
+    async fn hook_endpoint(answer: fn(&str) -> String) -> (String, Arc<Mutex<Vec<String>>>, AbortOnDrop) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = Router::new().route(
+            "/hook",
+            axum::routing::get(move |headers: HeaderMap| async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                log.lock().unwrap().push(header("authorization"));
+                axum::Json(json!({"verification": answer(&header("x-okta-verification-challenge"))}))
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (url, seen, AbortOnDrop(server.abort_handle()))
+    }
+
+    struct AbortOnDrop(AbortHandle);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    fn hook_body(uri: &str, events: &[&str]) -> Value {
+        json!({
+            "name": "okta-port live sync",
+            "events": {"type": "EVENT_TYPE", "items": events},
+            "channel": {
+                "type": "HTTP",
+                "version": "1.0.0",
+                "config": {
+                    "uri": uri,
+                    "headers": [{"key": "X-Source", "value": "okta"}],
+                    "authScheme": {"type": "HEADER", "key": "Authorization", "value": "s3cret"},
+                },
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn event_hooks_are_created_verified_and_deleted() {
+        let org = generate(&OrgSpec {
+            users: 20,
+            groups: 3,
+            apps: 2,
+            seed: 2,
+        });
+        let sim = OktaSim::start(org, OktaSimConfig::default()).await;
+        let client = reqwest::Client::new();
+        let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+            let request = client
+                .request(method, sim.url(path))
+                .header("Authorization", AUTH);
+            let request = match body {
+                Some(b) => request.json(&b),
+                None => request,
+            };
+            async move {
+                let resp = request.send().await.unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let (good, seen, _good_server) = hook_endpoint(str::to_owned).await;
+        let (bad, _, _bad_server) = hook_endpoint(|_| "wrong".to_owned()).await;
+        let types = ["user.lifecycle.create", "group.user_membership.add"];
+        let create = |body: Value| call(reqwest::Method::POST, "/api/v1/eventHooks", Some(body));
+
+        let (status, ineligible) = create(hook_body(&good, &["user.lifecycle.delete.completed"])).await;
+        assert_eq!((status, &ineligible["errorCode"]), (400, &json!("E0000001")));
+
+        let (status, hook) = create(hook_body(&good, &types)).await;
+        assert_eq!(status, 200, "{hook}");
+        let id = hook["id"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("who"));
+        assert_eq!(hook["status"], "ACTIVE");
+        assert_eq!(hook["verificationStatus"], "UNVERIFIED");
+        assert_eq!(hook["channel"]["config"]["method"], "POST");
+        let scheme = &hook["channel"]["config"]["authScheme"];
+        assert_eq!(scheme["key"], "Authorization");
+        assert!(scheme.get("value").is_none(), "the secret is write-only");
+        let verify_href = hook["_links"]["verify"]["href"].as_str().unwrap();
+        assert!(verify_href.ends_with("/lifecycle/verify"));
+        assert_eq!(
+            sim.hook_secret(&id),
+            Some(("Authorization".into(), "s3cret".into()))
+        );
+        assert_eq!(sim.hooks(), vec![hook.clone()]);
+
+        let verify = format!("/api/v1/eventHooks/{id}/lifecycle/verify");
+        let (status, verified) = call(reqwest::Method::POST, &verify, None).await;
+        assert_eq!(status, 200, "{verified}");
+        assert_eq!(verified["verificationStatus"], "VERIFIED");
+        assert_eq!(*seen.lock().unwrap(), ["s3cret"], "the auth header goes along");
+
+        // A new endpoint must be verified again; the omitted secret is kept.
+        let mut replaced = hook_body(&bad, &types);
+        replaced["channel"]["config"]["authScheme"]
+            .as_object_mut()
+            .unwrap()
+            .remove("value");
+        let path = format!("/api/v1/eventHooks/{id}");
+        let (status, updated) = call(reqwest::Method::PUT, &path, Some(replaced)).await;
+        assert_eq!(status, 200, "{updated}");
+        assert_eq!(updated["verificationStatus"], "UNVERIFIED");
+        assert_eq!(sim.hook_secret(&id).unwrap().1, "s3cret");
+        let (status, failed) = call(reqwest::Method::POST, &verify, None).await;
+        assert_eq!((status, &failed["errorCode"]), (400, &json!("E0000001")));
+        let (_, current) = call(reqwest::Method::GET, &path, None).await;
+        assert_eq!(current["verificationStatus"], "UNVERIFIED");
+
+        // Only an inactive hook can be deleted.
+        let (status, _) = call(reqwest::Method::DELETE, &path, None).await;
+        assert_eq!(status, 400);
+        let deactivate = format!("{path}/lifecycle/deactivate");
+        let (status, inactive) = call(reqwest::Method::POST, &deactivate, None).await;
+        assert_eq!((status, &inactive["status"]), (200, &json!("INACTIVE")));
+        assert!(inactive["_links"]["activate"].is_object());
+        let (status, _) = call(reqwest::Method::DELETE, &path, None).await;
+        assert_eq!(status, 204);
+        let (status, _) = call(reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 404);
+
+        // At most 25 hooks.
+        sim.seed_hooks(25);
+        let (status, full) = create(hook_body(&good, &types)).await;
+        assert_eq!(status, 400);
+        assert!(full["errorSummary"].as_str().unwrap().contains("25"), "{full}");
+        let (status, list) = call(reqwest::Method::GET, "/api/v1/eventHooks", None).await;
+        assert_eq!((status, list.as_array().unwrap().len()), (200, 25));
+
+        let (status, _) = call(reqwest::Method::PATCH, "/api/v1/eventHooks", None).await;
+        assert_eq!(status, 405);
+        let (status, _) = call(reqwest::Method::POST, "/api/v1/users", None).await;
+        assert_eq!(status, 405);
+        assert_eq!(sim.calls().get("eventHooks"), 15);
+    }
+
+    #[tokio::test]
+    async fn without_the_permission_hooks_are_read_only() {
+        let config = OktaSimConfig {
+            manage_hooks: false,
+            ..OktaSimConfig::default()
+        };
+        let sim = OktaSim::start(Org::default(), config).await;
+        sim.seed_hooks(1);
+        let client = reqwest::Client::new();
+        let list = client
+            .get(sim.url("/api/v1/eventHooks"))
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(list.status(), 200);
+        let create = client
+            .post(sim.url("/api/v1/eventHooks"))
+            .header("Authorization", AUTH)
+            .json(&hook_body("https://example.net/hook", &["user.lifecycle.create"]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(create.status(), 403);
+        assert_eq!(create.json::<Value>().await.unwrap()["errorCode"], "E0000006");
     }
 }
