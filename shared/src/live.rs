@@ -31,31 +31,45 @@ pub enum Kind {
 pub struct Wanted {
     /// Refetch and upsert (or delete when Okta says 404).
     pub refetch: bool,
+    /// Users: also refetch its groups and apps (a membership or assignment changed).
+    pub relations: bool,
+    /// Users: its id, employeeNumber, login or email may have changed, so other users'
+    /// `managerId` may now resolve differently.
+    pub keys: bool,
     /// Delete without asking Okta (the object is going away).
     pub delete: bool,
-    /// Apps only: recompute which users have the app (a group assignment changed).
+    /// Apps: recompute which users have the app (a group assignment changed).
     pub reconcile_assignments: bool,
 }
 
 impl Wanted {
     pub const REFETCH: Wanted = Wanted {
         refetch: true,
+        relations: false,
+        keys: false,
         delete: false,
         reconcile_assignments: false,
+    };
+    pub const REFETCH_ALL: Wanted = Wanted {
+        relations: true,
+        keys: true,
+        ..Wanted::REFETCH
     };
     pub const DELETE: Wanted = Wanted {
         refetch: false,
         delete: true,
-        reconcile_assignments: false,
+        ..Wanted::REFETCH
     };
     pub const RECONCILE: Wanted = Wanted {
         refetch: false,
-        delete: false,
         reconcile_assignments: true,
+        ..Wanted::REFETCH
     };
 
     fn merge(&mut self, other: Wanted) {
         self.refetch |= other.refetch;
+        self.relations |= other.relations;
+        self.keys |= other.keys;
         self.delete |= other.delete;
         self.reconcile_assignments |= other.reconcile_assignments;
     }
@@ -105,6 +119,13 @@ pub trait LivePort: Send + Sync {
         blueprint: &str,
         target_blueprint: &str,
         target: &str,
+    ) -> Result<Vec<StoredEntity>, PortError>;
+    /// Our entities of `blueprint` whose `property` equals `value`.
+    async fn own_where(
+        &self,
+        blueprint: &str,
+        property: &str,
+        value: &str,
     ) -> Result<Vec<StoredEntity>, PortError>;
 }
 
@@ -158,6 +179,15 @@ impl LivePort for port::Client {
         target: &str,
     ) -> Result<Vec<StoredEntity>, PortError> {
         port::Client::own_related(self, blueprint, target_blueprint, target).await
+    }
+    async fn own_where(
+        &self,
+        blueprint: &str,
+        property: &str,
+        value: &str,
+    ) -> Result<Vec<StoredEntity>, PortError> {
+        let rule = serde_json::json!({ "property": property, "operator": "=", "value": value });
+        self.search_own(blueprint, vec![rule]).await
     }
 }
 
@@ -476,12 +506,12 @@ pub async fn resolve_manager(okta: &dyn LiveOkta, manager_id: &str) -> Result<Op
         return Ok(None);
     }
     // GET by id also accepts a login, so check that the id itself matched.
-    if manager_id.starts_with("00u") && !manager_id.contains('@') {
-        if let Some(user) = okta.user(manager_id).await? {
-            if user["id"].as_str() == Some(manager_id) {
-                return Ok(Some(manager_id.to_owned()));
-            }
-        }
+    if manager_id.starts_with("00u")
+        && !manager_id.contains('@')
+        && let Some(user) = okta.user(manager_id).await?
+        && user["id"].as_str() == Some(manager_id)
+    {
+        return Ok(Some(manager_id.to_owned()));
     }
     if !searchable(manager_id) {
         return Ok(None);
@@ -533,11 +563,25 @@ impl Processor for UserProcessor {
             || event_type.starts_with("application.user_membership.")
     }
     fn targets(&self, event: &QueuedEvent) -> Vec<(String, Wanted)> {
-        // Okta deletes asynchronously: right after delete.initiated a GET may still answer.
-        let wanted = if event.event_type == "user.lifecycle.delete.initiated" {
-            Wanted::DELETE
-        } else {
-            Wanted::REFETCH
+        let t = event.event_type.as_str();
+        let wanted = match t {
+            // Okta deletes asynchronously: right after delete.initiated a GET may still answer.
+            "user.lifecycle.delete.initiated" => Wanted::DELETE,
+            "user.lifecycle.create" | "user.lifecycle.activate" | "user.lifecycle.reactivate" => {
+                Wanted::REFETCH_ALL
+            }
+            "user.account.update_profile" => Wanted {
+                keys: true,
+                ..Wanted::REFETCH
+            },
+            _ if t.starts_with("group.user_membership.") || t.starts_with("application.user_membership.") => {
+                Wanted {
+                    relations: true,
+                    ..Wanted::REFETCH
+                }
+            }
+            // Status and password changes: the user object alone.
+            _ => Wanted::REFETCH,
         };
         // `User`, never `AppUser`: that id is an assignment id.
         event
@@ -560,18 +604,21 @@ impl Processor for UserProcessor {
         let mut managers: HashMap<String, Option<String>> = HashMap::new();
         for (id, wanted) in touched {
             let old = stored.get(id);
-            let mut follow = FollowUps::default();
-            follow.manager_keys.insert(id.clone());
-            for key in ["login", "email"] {
-                if let Some(v) = old.and_then(|e| e.properties.get(key)).and_then(Value::as_str) {
-                    follow.manager_keys.insert(v.to_owned());
-                }
-            }
             let old_groups: BTreeSet<String> = old
                 .map(|e| relation_ids(e, "groups"))
                 .unwrap_or_default()
                 .into_iter()
                 .collect();
+            let old_keys = || {
+                let mut keys = BTreeSet::from([id.clone()]);
+                for key in ["login", "email"] {
+                    if let Some(v) = old.and_then(|e| e.properties.get(key)).and_then(Value::as_str) {
+                        keys.insert(v.to_owned());
+                    }
+                }
+                keys
+            };
+            let mut follow = FollowUps::default();
             let user = if wanted.delete {
                 Ok(None)
             } else {
@@ -580,28 +627,52 @@ impl Processor for UserProcessor {
             let converged = match user {
                 Ok(None) => {
                     gone.push(id.clone());
+                    follow.manager_keys = old_keys();
                     follow.groups = old_groups;
+                    if old.is_none() {
+                        // Created and gone before we saw it: Okta emits no membership event
+                        // for the built-in Everyone group, whose lastMembershipUpdated moved.
+                        match built_in_groups(ctx).await {
+                            Ok(groups) => follow.groups.extend(groups),
+                            Err(e) => {
+                                results.insert(id.clone(), Err(e));
+                                continue;
+                            }
+                        }
+                    }
                     Ok(())
                 }
                 Ok(Some(user)) => {
-                    let fetched = refetch_user(ctx, &user, &mut managers).await;
-                    fetched.and_then(|(groups, apps, manager)| {
+                    // A user new to Port needs everything; otherwise only what the events say
+                    // may have changed (a merge upsert keeps the rest).
+                    let relations = wanted.relations || old.is_none();
+                    if wanted.keys || old.is_none() {
+                        follow.manager_keys = old_keys();
                         for key in ["employeeNumber", "login", "email"] {
                             if let Some(v) = profile_str(&user, key) {
                                 follow.manager_keys.insert(v.to_owned());
                             }
                         }
-                        let new_groups: BTreeSet<String> = groups.iter().cloned().collect();
-                        follow.groups = old_groups.symmetric_difference(&new_groups).cloned().collect();
-                        let links = UserLinks {
-                            groups: Some(&groups),
-                            applications: Some(&apps),
-                            manager: Some(manager.as_deref()),
-                        };
-                        let mapped = ctx.mapping.map_user(&user, &links).map_err(|e| e.to_string())?;
-                        mapped_by_blueprint(mapped, &mut entities);
-                        Ok(())
-                    })
+                    }
+                    match refetch_user(ctx, &user, relations, &mut managers).await {
+                        Ok((groups, apps, manager)) => {
+                            if let Some(groups) = &groups {
+                                let new_groups: BTreeSet<String> = groups.iter().cloned().collect();
+                                follow.groups =
+                                    old_groups.symmetric_difference(&new_groups).cloned().collect();
+                            }
+                            let links = UserLinks {
+                                groups: groups.as_deref(),
+                                applications: apps.as_deref(),
+                                manager: Some(manager.as_deref()),
+                            };
+                            ctx.mapping
+                                .map_user(&user, &links)
+                                .map(|mapped| mapped_by_blueprint(mapped, &mut entities))
+                                .map_err(|e| e.to_string())
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e.to_string()),
             };
@@ -616,18 +687,35 @@ impl Processor for UserProcessor {
     }
 }
 
-/// A user's groups, apps and resolved manager, from Okta.
+/// Ids of the built-in groups (Everyone) as Port knows them.
+async fn built_in_groups(ctx: &Context<'_>) -> Result<Vec<String>, String> {
+    let groups = ctx
+        .port
+        .own_where(GROUP_BLUEPRINT, "type", "BUILT_IN")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(groups.into_iter().map(|g| g.entity.identifier).collect())
+}
+
+/// A user's groups and apps (when `relations`), and its resolved manager, from Okta.
+type UserRelations = (Option<Vec<String>>, Option<Vec<String>>, Option<String>);
+
 async fn refetch_user(
     ctx: &Context<'_>,
     user: &Value,
+    relations: bool,
     managers: &mut HashMap<String, Option<String>>,
-) -> Result<(Vec<String>, Vec<String>, Option<String>), String> {
+) -> Result<UserRelations, String> {
     let id = user["id"].as_str().unwrap_or_default();
-    let (groups, apps) = futures::join!(ctx.okta.user_group_ids(id), ctx.okta.user_app_ids(id));
-    let (groups, apps) = (
-        groups.map_err(|e| e.to_string())?,
-        apps.map_err(|e| e.to_string())?,
-    );
+    let (groups, apps) = if relations {
+        let (groups, apps) = futures::join!(ctx.okta.user_group_ids(id), ctx.okta.user_app_ids(id));
+        (
+            Some(groups.map_err(|e| e.to_string())?),
+            Some(apps.map_err(|e| e.to_string())?),
+        )
+    } else {
+        (None, None)
+    };
     let manager = match profile_str(user, "managerId") {
         None => None,
         Some(m) => match managers.get(m) {
@@ -708,9 +796,10 @@ pub async fn apply_batch(
     let calls_before = ctx.okta.calls();
     let mut report = BatchReport::default();
     let mut seen: HashSet<String> = HashSet::new();
-    // (processor index, object id) → what is wanted, and which messages asked.
-    let mut touched: BTreeMap<usize, BTreeMap<String, Wanted>> = BTreeMap::new();
-    let mut askers: HashMap<(usize, String), Vec<String>> = HashMap::new();
+    // Per kind, the objects to converge and what is wanted of each; and which messages
+    // asked for each object (their failures are reported against those messages).
+    let mut pending: BTreeMap<Kind, BTreeMap<String, Wanted>> = BTreeMap::new();
+    let mut askers: HashMap<(Kind, String), BTreeSet<String>> = HashMap::new();
     let fail = |report: &mut BatchReport, message: &str, reason: String| {
         if !report.failures.contains_key(message) {
             report.failed_messages.push(message.to_owned());
@@ -727,24 +816,23 @@ pub async fn apply_batch(
             }
         };
         report.events += 1;
-        let duplicate = event.uuid.as_ref().is_some_and(|u| !seen.insert(u.clone()));
-        if duplicate {
+        if event.uuid.as_ref().is_some_and(|u| !seen.insert(u.clone())) {
             report.duplicates += 1;
         }
         let mut handled = false;
-        for (index, processor) in processors.iter().enumerate() {
-            if !processor.handles(&event.event_type) {
-                continue;
-            }
+        for processor in processors.iter().filter(|p| p.handles(&event.event_type)) {
             handled = true;
             for (id, wanted) in processor.targets(&event) {
-                touched
-                    .entry(index)
+                pending
+                    .entry(processor.kind())
                     .or_default()
                     .entry(id.clone())
                     .or_default()
                     .merge(wanted);
-                askers.entry((index, id)).or_default().push(message_id.clone());
+                askers
+                    .entry((processor.kind(), id))
+                    .or_default()
+                    .insert(message_id.clone());
             }
         }
         if !handled {
@@ -752,114 +840,108 @@ pub async fn apply_batch(
         }
     }
 
-    // Round one: what the events asked, kind by kind (relation targets first).
+    // Round one converges what the events asked, kind by kind (relation targets first).
+    // Later rounds converge what earlier ones revealed: groups whose membership moved,
+    // members of deleted groups, users whose manager may now resolve differently. Each
+    // object is converged once per batch.
     let mut done: HashSet<(Kind, String)> = HashSet::new();
-    // Round two's work, with the messages that led to it.
-    let mut second: BTreeMap<Kind, BTreeMap<String, Wanted>> = BTreeMap::new();
-    let mut second_askers: HashMap<(Kind, String), BTreeSet<String>> = HashMap::new();
-    let mut manager_keys = BTreeSet::new();
-    let mut converged_users = BTreeSet::new();
-    let mut user_askers: BTreeSet<String> = BTreeSet::new();
-    for (index, processor) in processors.iter().enumerate() {
-        let Some(objects) = touched.get(&index) else {
-            continue;
-        };
-        for (id, result) in processor.converge(ctx, objects).await {
-            done.insert((processor.kind(), id.clone()));
-            report.converged += 1;
-            let asked: Vec<String> = askers.get(&(index, id.clone())).cloned().unwrap_or_default();
-            match result {
-                Ok(f) => {
-                    for (kind, ids) in [(Kind::Group, f.groups), (Kind::User, f.refetch_users)] {
-                        for target in ids {
-                            second
-                                .entry(kind)
-                                .or_default()
-                                .insert(target.clone(), Wanted::REFETCH);
-                            second_askers
-                                .entry((kind, target))
-                                .or_default()
-                                .extend(asked.iter().cloned());
+    for round in 0..MAX_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        let mut next: BTreeMap<Kind, BTreeMap<String, Wanted>> = BTreeMap::new();
+        let mut manager_keys = BTreeSet::new();
+        let mut converged_users = BTreeSet::new();
+        let mut user_askers: BTreeSet<String> = BTreeSet::new();
+        for processor in processors {
+            let kind = processor.kind();
+            let Some(mut objects) = pending.remove(&kind) else {
+                continue;
+            };
+            objects.retain(|id, _| !done.contains(&(kind, id.clone())));
+            if objects.is_empty() {
+                continue;
+            }
+            for (id, result) in processor.converge(ctx, &objects).await {
+                done.insert((kind, id.clone()));
+                report.converged += 1;
+                let asked = askers.get(&(kind, id.clone())).cloned().unwrap_or_default();
+                match result {
+                    Ok(f) => {
+                        let members = Wanted {
+                            relations: true,
+                            ..Wanted::REFETCH
+                        };
+                        for (target_kind, ids, wanted) in [
+                            (Kind::Group, f.groups, Wanted::REFETCH),
+                            (Kind::User, f.refetch_users, members),
+                        ] {
+                            for target in ids {
+                                next.entry(target_kind)
+                                    .or_default()
+                                    .entry(target.clone())
+                                    .or_default()
+                                    .merge(wanted);
+                                askers
+                                    .entry((target_kind, target))
+                                    .or_default()
+                                    .extend(asked.iter().cloned());
+                            }
+                        }
+                        if round == 0 && !f.manager_keys.is_empty() {
+                            manager_keys.extend(f.manager_keys);
+                            user_askers.extend(asked.iter().cloned());
+                        }
+                        if kind == Kind::User {
+                            converged_users.insert(id);
                         }
                     }
-                    if !f.manager_keys.is_empty() {
-                        manager_keys.extend(f.manager_keys);
-                        user_askers.extend(asked.iter().cloned());
+                    Err(reason) => {
+                        tracing::warn!(?kind, id, reason, round, "could not converge");
+                        for message in &asked {
+                            fail(&mut report, message, format!("{kind:?} {id}: {reason}"));
+                        }
                     }
-                    if processor.kind() == Kind::User {
-                        converged_users.insert(id);
+                }
+            }
+        }
+        // Users whose manager may resolve differently, found once, from round one's users.
+        if !manager_keys.is_empty() {
+            match manager_dependents(ctx, &manager_keys, &converged_users).await {
+                Ok(users) => {
+                    for u in users {
+                        next.entry(Kind::User)
+                            .or_default()
+                            .insert(u.clone(), Wanted::REFETCH);
+                        askers
+                            .entry((Kind::User, u))
+                            .or_default()
+                            .extend(user_askers.iter().cloned());
                     }
                 }
                 Err(reason) => {
-                    tracing::warn!(kind = ?processor.kind(), id, reason, "could not converge");
-                    for message in &asked {
+                    for message in &user_askers {
                         fail(
                             &mut report,
                             message,
-                            format!("{:?} {id}: {reason}", processor.kind()),
+                            format!("finding the reports of changed users: {reason}"),
                         );
                     }
                 }
             }
         }
+        pending = next;
     }
-
-    // Round two: what round one revealed (groups whose membership moved, members of deleted
-    // groups, users whose manager may resolve differently now), once, without recursion.
-    if !manager_keys.is_empty() {
-        match manager_dependents(ctx, &manager_keys, &converged_users).await {
-            Ok(users) => {
-                for u in users {
-                    second
-                        .entry(Kind::User)
-                        .or_default()
-                        .insert(u.clone(), Wanted::REFETCH);
-                    second_askers
-                        .entry((Kind::User, u))
-                        .or_default()
-                        .extend(user_askers.iter().cloned());
-                }
-            }
-            Err(reason) => {
-                for message in &user_askers {
-                    fail(
-                        &mut report,
-                        message,
-                        format!("finding the reports of changed users: {reason}"),
-                    );
-                }
-            }
-        }
-    }
-    for processor in processors {
-        let Some(objects) = second.get_mut(&processor.kind()) else {
-            continue;
-        };
-        objects.retain(|id, _| !done.contains(&(processor.kind(), id.clone())));
-        if objects.is_empty() {
-            continue;
-        }
-        for (id, result) in processor.converge(ctx, objects).await {
-            report.converged += 1;
-            if let Err(reason) = result {
-                tracing::warn!(kind = ?processor.kind(), id, reason, "follow-up failed");
-                for message in second_askers
-                    .get(&(processor.kind(), id.clone()))
-                    .into_iter()
-                    .flatten()
-                {
-                    fail(
-                        &mut report,
-                        message,
-                        format!("follow-up {:?} {id}: {reason}", processor.kind()),
-                    );
-                }
-            }
-        }
+    if !pending.is_empty() {
+        tracing::warn!(?pending, "follow-ups left for the nightly resync");
     }
     report.okta_calls = ctx.okta.calls() - calls_before;
     report
 }
+
+/// Rounds in one batch: the events, then what each round revealed. Follow-ups do not
+/// cascade far (each object is converged once), so this bound is rarely reached.
+const MAX_ROUNDS: usize = 5;
 
 /// The `(message id, body)` pairs of an SQS event; a record without a body is kept with an
 /// empty one, so that it is reported as failed rather than lost.

@@ -121,12 +121,12 @@ async fn delivery<Q: EventQueue>(request: &Request, config: &WebhookConfig, queu
         .iter()
         .map(|e| serde_json::to_string(e).expect("queued events serialize"))
         .collect();
-    if !messages.is_empty() {
-        if let Err(e) = queue.send_all(&messages).await {
-            // A 5xx makes Okta deliver again.
-            tracing::error!(delivery = delivery.delivery_id, error = %e, "could not queue the delivery");
-            return reply(StatusCode::SERVICE_UNAVAILABLE, "");
-        }
+    if !messages.is_empty()
+        && let Err(e) = queue.send_all(&messages).await
+    {
+        // A 5xx makes Okta deliver again.
+        tracing::error!(delivery = delivery.delivery_id, error = %e, "could not queue the delivery");
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "");
     }
     tracing::info!(
         delivery = delivery.delivery_id,

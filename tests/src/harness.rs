@@ -159,3 +159,93 @@ pub fn assert_catalog(actual: &Catalog, expected: &Catalog) {
         d.iter().take(8).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// The secret the tests' webhook expects in `Authorization`.
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+
+pub fn webhook_config() -> okta_port::webhook::WebhookConfig {
+    okta_port::webhook::WebhookConfig::from_lookup(|k| {
+        (k == "OKTA_WEBHOOK_SECRET").then(|| WEBHOOK_SECRET.into())
+    })
+    .expect("valid webhook configuration")
+}
+
+/// A Function URL POST as Okta sends a delivery.
+pub fn delivery_request(delivery: &Value, secret: Option<&str>) -> lambda_http::Request {
+    let mut builder = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("https://abc123.lambda-url.us-east-1.on.aws/")
+        .header("content-type", "application/json")
+        .header("user-agent", "Okta Event Hooks");
+    if let Some(secret) = secret {
+        builder = builder.header("authorization", secret);
+    }
+    builder
+        .body(lambda_http::Body::from(delivery.to_string()))
+        .expect("valid request")
+}
+
+/// Delivers events through the webhook handler, `per_delivery` events a delivery, as Okta
+/// batches them; returns the status of each delivery.
+pub async fn deliver<Q: okta_port::queue::EventQueue>(
+    events: &[Value],
+    per_delivery: usize,
+    queue: &Q,
+) -> Vec<u16> {
+    let config = webhook_config();
+    let mut statuses = Vec::new();
+    for (seq, chunk) in events.chunks(per_delivery.max(1)).enumerate() {
+        let delivery = crate::orggen::hook_delivery(chunk, seq as u64);
+        let request = delivery_request(&delivery, Some(WEBHOOK_SECRET));
+        statuses.push(
+            okta_port::webhook::handle(&request, &config, queue)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    statuses
+}
+
+/// What feeding a queue to the consumer did.
+#[derive(Debug, Default)]
+pub struct Consumed {
+    pub batches: usize,
+    pub okta_calls: u64,
+    /// Messages that kept failing until their receive count ran out (the DLQ).
+    pub dead: Vec<(String, String)>,
+}
+
+/// Feeds message bodies to the consumer in batches of `batch_size`, putting the failed ones
+/// back at the end of the queue as SQS does, until each has been received `max_receives`
+/// times.
+pub async fn consume(app: &App, bodies: Vec<String>, batch_size: usize, max_receives: usize) -> Consumed {
+    let processors = okta_port::live::default_processors();
+    let mut queue: std::collections::VecDeque<(String, String, usize)> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (format!("msg-{i}"), b, 0))
+        .collect();
+    let mut consumed = Consumed::default();
+    while !queue.is_empty() {
+        let take = batch_size.min(queue.len());
+        let batch: Vec<(String, String, usize)> = queue.drain(..take).collect();
+        let messages: Vec<(String, String)> = batch
+            .iter()
+            .map(|(id, body, _)| (id.clone(), body.clone()))
+            .collect();
+        let report = app.apply_batch(&messages, &processors).await;
+        consumed.batches += 1;
+        consumed.okta_calls += report.okta_calls;
+        for (id, body, receives) in batch {
+            if let Some(reason) = report.failures.get(&id) {
+                if receives + 1 >= max_receives {
+                    consumed.dead.push((body, reason.clone()));
+                } else {
+                    queue.push_back((id, body, receives + 1));
+                }
+            }
+        }
+    }
+    consumed
+}

@@ -1925,7 +1925,7 @@ mod tests {
         assert_eq!(status, 405);
         let (status, _) = call(reqwest::Method::POST, "/api/v1/users", None).await;
         assert_eq!(status, 405);
-        assert_eq!(sim.calls().get("eventHooks"), 15);
+        assert_eq!(sim.calls().get("eventHooks"), 13);
     }
 
     #[tokio::test]

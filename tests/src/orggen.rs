@@ -496,7 +496,7 @@ impl Org {
     /// User and group targets, in an order that alternates: Okta does not guarantee one.
     fn membership_targets(&self, user: &Value, group: &Value) -> Vec<Value> {
         let (user, group) = (user_target(user), group_target(group));
-        if self.serial % 2 == 0 {
+        if self.serial.is_multiple_of(2) {
             vec![user, group]
         } else {
             vec![group, user]

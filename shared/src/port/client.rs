@@ -685,13 +685,11 @@ impl PortCatalog for Client {
         for (chunk, answer) in answers {
             match answer {
                 Ok(deleted) => {
-                    // Port's list is the truth: an id it did not name was not deleted.
-                    for id in chunk.iter().filter(|id| !deleted.contains(id)) {
-                        result.failed.push(Failure {
-                            identifier: id.clone(),
-                            reason: "Port did not delete it".into(),
-                        });
-                    }
+                    // Port's list is the truth. A call that succeeded but did not name an
+                    // id found nothing to delete: someone deleted it first.
+                    result
+                        .absent
+                        .extend(chunk.iter().filter(|id| !deleted.contains(id)).cloned());
                     result.deleted.extend(deleted);
                 }
                 Err(e) => result.failed.extend(chunk.iter().map(|id| Failure {

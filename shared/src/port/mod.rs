@@ -72,6 +72,8 @@ pub struct WriteResult {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeleteResult {
     pub deleted: Vec<String>,
+    /// Already gone: nothing to delete.
+    pub absent: Vec<String>,
     pub failed: Vec<Failure>,
 }
 
