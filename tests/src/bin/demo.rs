@@ -1,14 +1,16 @@
 //! The quick-start demo. Without Okta and Port credentials it starts both simulators on
-//! loopback, runs a full resync into the simulated Port, shows a few entities, changes the
-//! org, resyncs again and shows the updates and deletions. With credentials in the
+//! loopback, runs a full resync into the simulated Port and shows a few entities; then
+//! changes the org and sends Okta's events through the webhook handler, an in-memory queue
+//! and the consumer; then loses a few events and shows the resync catching up. With credentials in the
 //! environment it runs a dry-run resync against the real Okta and Port instead.
 
 use std::process::ExitCode;
 
+use okta_port::queue::MemoryQueue;
 use okta_port::sync::RunOverrides;
 use okta_port::{App, Report};
 use okta_port_tests::expected::{APP_BLUEPRINT, GROUP_BLUEPRINT, USER_BLUEPRINT};
-use okta_port_tests::harness::{Env, normalize};
+use okta_port_tests::harness::{Env, consume, deliver, normalize};
 use okta_port_tests::orggen::{OrgSpec, generate};
 use serde_json::Value;
 
@@ -128,29 +130,30 @@ async fn main() -> ExitCode {
     show("A group", env.port.entity(GROUP_BLUEPRINT, &group));
     show("An application", env.port.entity(APP_BLUEPRINT, &app));
 
-    println!("== 2. The org changes in Okta");
-    env.okta.with_org(|org| {
+    println!("== 2. Live: changes in Okta reach Port through the event hook");
+    let events = env.okta.with_org(|org| {
         org.set_manager_id(&managed, Some(&managed_mgr));
         println!("  {managed}: manager changed to {managed_mgr}");
-        org.delete_user(&leaver);
-        println!("  {leaver}: deleted");
         org.set_user_status(&mover, "DEPROVISIONED");
         println!("  {mover}: deprovisioned");
         org.rename_group(&group, "Platform Engineering (renamed)");
         println!("  {group}: renamed to \"Platform Engineering (renamed)\"");
-        org.delete_app(&app);
-        println!("  {app}: application deleted\n");
+        org.take_events()
     });
-
-    println!("== 3. Resync again");
-    let second = match env.resync().await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("demo: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print_report(&second);
+    let queue = MemoryQueue::default();
+    let statuses = deliver(&events, 10, &queue).await;
+    let queued = queue.messages().len();
+    let consumed = consume(&env.app(), queue.drain(), 10, 3).await;
+    println!(
+        "  Okta sent {} events in {} deliveries (webhook answered {:?}); {queued} queued; the consumer \
+         applied them in {} batch(es) with {} Okta calls, {} messages failed\n",
+        events.len(),
+        statuses.len(),
+        statuses,
+        consumed.batches,
+        consumed.okta_calls,
+        consumed.dead.len()
+    );
     show(
         "The user whose manager changed",
         env.port.entity(USER_BLUEPRINT, &managed),
@@ -159,10 +162,29 @@ async fn main() -> ExitCode {
         "The deprovisioned user (kept, with its new status)",
         env.port.entity(USER_BLUEPRINT, &mover),
     );
-    show("The deleted user", env.port.entity(USER_BLUEPRINT, &leaver));
     show("The renamed group", env.port.entity(GROUP_BLUEPRINT, &group));
+
+    println!("== 3. Events lost while the hook was down: the nightly resync catches up");
+    env.okta.with_org(|org| {
+        org.delete_user(&leaver);
+        println!("  {leaver}: deleted");
+        org.delete_app(&app);
+        println!("  {app}: application deleted");
+        let lost = org.take_events().len();
+        println!("  ({lost} events never delivered)\n");
+    });
+    let second = match env.resync().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_report(&second);
+    show("The deleted user", env.port.entity(USER_BLUEPRINT, &leaver));
     show("The deleted application", env.port.entity(APP_BLUEPRINT, &app));
-    if first.is_success() && second.is_success() {
+    let live_ok = consumed.dead.is_empty() && statuses.iter().all(|s| *s == 200);
+    if first.is_success() && second.is_success() && live_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
