@@ -6,10 +6,12 @@ use serde_json::Value;
 use crate::config::{Config, ConfigError, HookConfig, ResyncOptions};
 use crate::hooks::{self, HookError, HookOutcome};
 use crate::live::{self, BatchReport, Context, Processor};
-use crate::mapping::DefaultMapping;
+use crate::mapping::AppMapping;
+use crate::mapping::config::MappingConfigError;
 use crate::okta::{self, OktaError};
 use crate::port::{self, PortCatalog, PortError};
 use crate::report::Report;
+use crate::secrets::{self, Lookup, SecretsError};
 use crate::sync::{self, RunOverrides, SyncError};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +19,13 @@ pub enum AppError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
     Okta(#[from] OktaError),
     #[error(transparent)]
     Port(#[from] PortError),
+    #[error(transparent)]
+    Mapping(#[from] MappingConfigError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,25 +39,44 @@ pub enum HookSetupError {
 pub struct App {
     pub okta: okta::Client,
     pub port: port::Client,
-    pub mapping: DefaultMapping,
+    pub mapping: AppMapping,
     pub options: ResyncOptions,
     pub hook: HookConfig,
 }
 
 impl App {
     pub fn new(config: &Config) -> Result<Self, AppError> {
+        // A bad mapping configuration is refused here, before anything is written.
+        let mapping = AppMapping::load(&config.mapping)?;
+        let mut options = config.resync.clone();
+        if let Some(threshold) = mapping.deletion_threshold() {
+            options.deletion_threshold = threshold;
+        }
         Ok(Self {
             okta: okta::Client::new(&config.okta)?,
             port: port::Client::new(&config.port)?,
-            mapping: DefaultMapping,
-            options: config.resync.clone(),
+            mapping,
+            options,
             hook: config.hook.clone(),
         })
     }
 
-    /// Reads the configuration from the environment and builds the clients.
+    /// Reads the configuration from the process environment alone (no `SECRETS_ARN`) and
+    /// builds the clients.
     pub fn from_env() -> Result<Self, AppError> {
         Self::new(&Config::from_env()?)
+    }
+
+    /// Reads the configuration from the environment, with `SECRETS_ARN`'s secret merged
+    /// under it when that is set (read once per process), and builds the clients. What the
+    /// functions and the CLI use.
+    pub async fn from_environment() -> Result<Self, AppError> {
+        Self::from_lookup(&secrets::environment().await?)
+    }
+
+    /// Reads the configuration through `lookup` and builds the clients.
+    pub fn from_lookup(lookup: &Lookup) -> Result<Self, AppError> {
+        Self::new(&Config::from_lookup(|name| lookup.get(name))?)
     }
 
     pub async fn resync(&self, overrides: RunOverrides) -> Result<Report, SyncError> {
@@ -67,6 +92,15 @@ impl App {
     /// Makes sure Okta's event hook points at `url` (default: `WEBHOOK_URL`), with our
     /// event list, active and verified.
     pub async fn ensure_hook(&self, url: Option<&str>) -> Result<HookOutcome, HookSetupError> {
+        self.ensure_hook_with(url, false).await
+    }
+
+    /// `ensure_hook`, also pushing the configured secret to an existing hook (after a rotation).
+    pub async fn ensure_hook_with(
+        &self,
+        url: Option<&str>,
+        push_secret: bool,
+    ) -> Result<HookOutcome, HookSetupError> {
         let url = url
             .or(self.hook.url.as_deref())
             .ok_or(HookSetupError::Config(ConfigError::Missing("WEBHOOK_URL")))?;
@@ -77,7 +111,7 @@ impl App {
             .ok_or(HookSetupError::Config(ConfigError::Missing(
                 "OKTA_WEBHOOK_SECRET",
             )))?;
-        Ok(hooks::ensure_hook(&self.okta, url, &self.hook.header, secret).await?)
+        Ok(hooks::ensure_hook(&self.okta, url, &self.hook.header, secret, push_secret).await?)
     }
 
     /// The live path's view of the clients and mapping.

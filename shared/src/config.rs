@@ -19,13 +19,41 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("invalid configuration in {var}: {reason}")]
     Invalid { var: &'static str, reason: String },
+    /// Neither or both of the two Okta credential kinds.
+    #[error(
+        "Okta credentials: {0}. Set either OKTA_API_TOKEN (an SSWS API token) or OKTA_CLIENT_ID, \
+         OKTA_PRIVATE_KEY and OKTA_KEY_ID (an OAuth 2.0 service app), not both"
+    )]
+    OktaCredentials(&'static str),
+}
+
+/// Scopes a service app asks for by default (`OKTA_SCOPES` overrides them).
+pub const DEFAULT_OKTA_SCOPES: [&str; 3] = ["okta.users.read", "okta.groups.read", "okta.apps.read"];
+/// Added to the default scopes when `WEBHOOK_URL` is set (the hook is provisioned then).
+pub const HOOK_SCOPE: &str = "okta.eventHooks.manage";
+
+/// An Okta OAuth 2.0 service app (client credentials with `private_key_jwt`).
+#[derive(Debug, Clone)]
+pub struct ServiceAppConfig {
+    /// `OKTA_CLIENT_ID`
+    pub client_id: String,
+    /// `OKTA_PRIVATE_KEY`: PEM or private JWK (JSON).
+    pub private_key: SecretString,
+    /// `OKTA_KEY_ID`: the `kid` of the public key registered with the app.
+    pub key_id: String,
+    /// `OKTA_SCOPES`, space-separated.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct OktaConfig {
     /// Origin of the org, e.g. `https://dev-123456.okta.com` (no trailing slash).
     pub base_url: Url,
+    /// `OKTA_API_TOKEN`, the SSWS token; empty when `service_app` is set.
     pub api_token: SecretString,
+    /// The service app, when configured instead of an API token: `okta::OktaAuth` then
+    /// authenticates with OAuth 2.0 tokens.
+    pub service_app: Option<ServiceAppConfig>,
     /// Requests in flight at once, well under Okta's org-wide 75.
     pub max_in_flight: usize,
     pub retry: RetryPolicy,
@@ -86,6 +114,9 @@ pub struct Config {
     pub port: PortConfig,
     pub resync: ResyncOptions,
     pub hook: HookConfig,
+    /// The mapping configuration: `PORT_APP_CONFIG_FILE` (a path) or `PORT_APP_CONFIG`
+    /// (inline YAML), else the built-in mapping. Compiled when the `App` is built.
+    pub mapping: crate::mapping::config::ConfigSource,
 }
 
 impl Config {
@@ -99,9 +130,12 @@ impl Config {
         let var = |name: &'static str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let required = |name: &'static str| var(name).ok_or(ConfigError::Missing(name));
 
+        let base_url = okta_base_url(&required("OKTA_DOMAIN")?)?;
+        let (api_token, service_app) = okta_credentials(&var)?;
         let okta = OktaConfig {
-            base_url: okta_base_url(&required("OKTA_DOMAIN")?)?,
-            api_token: SecretString::from(required("OKTA_API_TOKEN")?),
+            base_url,
+            api_token,
+            service_app,
             max_in_flight: parse_or(var("OKTA_MAX_IN_FLIGHT"), "OKTA_MAX_IN_FLIGHT", 8usize)?,
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
@@ -150,7 +184,60 @@ impl Config {
             port,
             resync,
             hook,
+            mapping: crate::mapping::config::ConfigSource::from_lookup(&get),
         })
+    }
+}
+
+/// The SSWS token or the service app: exactly one of them.
+fn okta_credentials(
+    var: &dyn Fn(&'static str) -> Option<String>,
+) -> Result<(SecretString, Option<ServiceAppConfig>), ConfigError> {
+    const APP_VARS: [&str; 3] = ["OKTA_CLIENT_ID", "OKTA_PRIVATE_KEY", "OKTA_KEY_ID"];
+    let token = var("OKTA_API_TOKEN");
+    let app_set = APP_VARS.iter().any(|name| var(name).is_some());
+    match (token, app_set) {
+        (Some(_), true) => Err(ConfigError::OktaCredentials("both kinds are set")),
+        (None, false) => Err(ConfigError::OktaCredentials("none is set")),
+        (Some(token), false) => Ok((SecretString::from(token), None)),
+        (None, true) => {
+            let required = |name: &'static str| var(name).ok_or(ConfigError::Missing(name));
+            let private_key = SecretString::from(required("OKTA_PRIVATE_KEY")?);
+            crate::okta::auth::ClientKey::parse(secrecy::ExposeSecret::expose_secret(&private_key)).map_err(
+                |reason| ConfigError::Invalid {
+                    var: "OKTA_PRIVATE_KEY",
+                    reason,
+                },
+            )?;
+            let scopes: Vec<String> = match var("OKTA_SCOPES") {
+                Some(list) => list
+                    .split([' ', ','])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                None => {
+                    let mut scopes: Vec<String> =
+                        DEFAULT_OKTA_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+                    if var("WEBHOOK_URL").is_some() {
+                        scopes.push(HOOK_SCOPE.to_owned());
+                    }
+                    scopes
+                }
+            };
+            if scopes.is_empty() {
+                return Err(ConfigError::Invalid {
+                    var: "OKTA_SCOPES",
+                    reason: "names no scope".into(),
+                });
+            }
+            let app = ServiceAppConfig {
+                client_id: required("OKTA_CLIENT_ID")?,
+                private_key,
+                key_id: required("OKTA_KEY_ID")?,
+                scopes,
+            };
+            Ok((SecretString::default(), Some(app)))
+        }
     }
 }
 
@@ -284,5 +371,100 @@ mod tests {
                 ..
             })
         ));
+    }
+    /// A fresh P-256 key as PKCS#8 PEM (test-only).
+    fn ec_pem() -> String {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let der = pair.to_pkcs8v1().unwrap();
+        pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()))
+    }
+
+    fn service_app(pem: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("OKTA_DOMAIN", "dev-123456.okta.com".into()),
+            ("OKTA_CLIENT_ID", "0oa123".into()),
+            ("OKTA_PRIVATE_KEY", pem.into()),
+            ("OKTA_KEY_ID", "kid-1".into()),
+            ("PORT_CLIENT_ID", "cid".into()),
+            ("PORT_CLIENT_SECRET", "csecret".into()),
+        ]
+    }
+
+    fn owned_lookup(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_service_app_is_configured_instead_of_a_token() {
+        let pem = ec_pem();
+        let c = Config::from_lookup(owned_lookup(service_app(&pem))).unwrap();
+        let app = c.okta.service_app.as_ref().expect("service app");
+        assert_eq!(app.client_id, "0oa123");
+        assert_eq!(app.key_id, "kid-1");
+        assert_eq!(app.scopes, DEFAULT_OKTA_SCOPES.map(String::from).to_vec());
+        assert!(c.okta.api_token.expose_secret().is_empty());
+        let body = pem.lines().nth(1).unwrap();
+        assert!(!format!("{c:?}").contains(body), "the key shows in Debug");
+
+        // Hook provisioning configured: the hook scope too. OKTA_SCOPES overrides.
+        let mut pairs = service_app(&pem);
+        pairs.push(("WEBHOOK_URL", "https://x.lambda-url.us-east-1.on.aws/".into()));
+        let c = Config::from_lookup(owned_lookup(pairs.clone())).unwrap();
+        assert!(
+            c.okta
+                .service_app
+                .unwrap()
+                .scopes
+                .contains(&HOOK_SCOPE.to_owned())
+        );
+        pairs.push(("OKTA_SCOPES", "okta.users.read okta.groups.read".into()));
+        let c = Config::from_lookup(owned_lookup(pairs)).unwrap();
+        assert_eq!(
+            c.okta.service_app.unwrap().scopes,
+            ["okta.users.read", "okta.groups.read"]
+        );
+    }
+
+    #[test]
+    fn okta_credentials_are_one_kind_exactly() {
+        let pem = ec_pem();
+        let mut both = service_app(&pem);
+        both.push(("OKTA_API_TOKEN", "00tok".into()));
+        let err = Config::from_lookup(owned_lookup(both)).unwrap_err();
+        assert_eq!(err, ConfigError::OktaCredentials("both kinds are set"));
+        let text = err.to_string();
+        for var in [
+            "OKTA_API_TOKEN",
+            "OKTA_CLIENT_ID",
+            "OKTA_PRIVATE_KEY",
+            "OKTA_KEY_ID",
+        ] {
+            assert!(text.contains(var), "{text}");
+        }
+        let err = Config::from_lookup(lookup(&[
+            ("OKTA_DOMAIN", "dev-1.okta.com"),
+            ("PORT_CLIENT_ID", "cid"),
+            ("PORT_CLIENT_SECRET", "csecret"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err, ConfigError::OktaCredentials("none is set"));
+
+        // An incomplete service app names what is missing.
+        let mut pairs = service_app(&pem);
+        pairs.retain(|(k, _)| *k != "OKTA_KEY_ID");
+        let err = Config::from_lookup(owned_lookup(pairs)).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("OKTA_KEY_ID"));
+
+        // A key that is no key: named, never quoted.
+        let mut pairs =
+            service_app("-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----");
+        pairs.retain(|(k, _)| *k != "OKTA_CLIENT_ID");
+        pairs.push(("OKTA_CLIENT_ID", "0oa123".into()));
+        let err = Config::from_lookup(owned_lookup(pairs)).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { var: "OKTA_PRIVATE_KEY", reason } if !reason.contains("c2VjcmV0")),
+            "{err:?}"
+        );
     }
 }

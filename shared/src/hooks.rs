@@ -71,13 +71,15 @@ fn definition(uri: &str, header: &str, secret: &SecretString) -> Value {
     })
 }
 
-/// Finds the hook whose URI is `uri`; creates it, brings its event list up to date,
-/// activates and verifies it as needed.
+/// Finds the hook whose URI is `uri`; creates it, brings its event list up to date (and
+/// its secret header, when `push_secret`: Okta cannot show us the one it has), activates
+/// and verifies it as needed.
 pub async fn ensure_hook(
     okta: &okta::Client,
     uri: &str,
     header: &str,
     secret: &SecretString,
+    push_secret: bool,
 ) -> Result<HookOutcome, HookError> {
     let hooks: Vec<Value> = okta.get_json("/api/v1/eventHooks").await?;
     let existing = hooks
@@ -108,7 +110,8 @@ pub async fn ensure_hook(
             have.sort_unstable();
             let mut want: Vec<&str> = HANDLED_EVENT_TYPES.to_vec();
             want.sort_unstable();
-            if have != want {
+            // Okta never shows the secret back: a rotated one is pushed only on request.
+            if have != want || push_secret {
                 let id = hook["id"].as_str().unwrap_or_default();
                 let updated = okta
                     .write_json(
@@ -118,7 +121,7 @@ pub async fn ensure_hook(
                     )
                     .await
                     .map_err(classify)?;
-                tracing::info!(id, "updated the event hook's event list");
+                tracing::info!(id, push_secret, "updated the event hook");
                 outcome.events_updated = true;
                 updated
             } else {

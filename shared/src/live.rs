@@ -13,18 +13,12 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::events::QueuedEvent;
+/// The kinds of Okta objects, in the order they are converged (relation targets first).
+pub use crate::mapping::ObjectKind as Kind;
 use crate::mapping::{APP_BLUEPRINT, GROUP_BLUEPRINT, Mapped, Mapping, USER_BLUEPRINT, UserLinks};
 use crate::okta::{self, OktaDirectory, OktaError};
 use crate::port::{self, DeleteResult, Entity, PortCatalog, PortError, StoredEntity, WriteResult};
 use crate::sync::{Outcomes, write_in_order};
-
-/// The kinds of Okta objects, in the order they are converged (relation targets first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Group,
-    App,
-    User,
-}
 
 /// What the events of a batch ask of one object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,6 +89,22 @@ pub trait LiveOkta: Send + Sync {
     async fn user(&self, id: &str) -> Result<Option<Value>, OktaError>;
     async fn user_group_ids(&self, id: &str) -> Result<Vec<String>, OktaError>;
     async fn user_app_ids(&self, id: &str) -> Result<Vec<String>, OktaError>;
+    /// The user's group objects (what a jq mapping sees as `.groups`).
+    async fn user_groups(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        let ids = self.user_group_ids(id).await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| serde_json::json!({ "id": id }))
+            .collect())
+    }
+    /// The user's app objects, directly or through a group (`.applications`).
+    async fn user_apps(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        let ids = self.user_app_ids(id).await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| serde_json::json!({ "id": id }))
+            .collect())
+    }
     async fn group(&self, id: &str) -> Result<Option<Value>, OktaError>;
     async fn app(&self, id: &str) -> Result<Option<Value>, OktaError>;
     async fn app_user_ids(&self, id: &str) -> Result<Vec<String>, OktaError>;
@@ -139,6 +149,12 @@ impl LiveOkta for okta::Client {
     }
     async fn user_app_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
         okta::Client::user_app_ids(self, id).await
+    }
+    async fn user_groups(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        okta::Client::user_groups(self, id).await
+    }
+    async fn user_apps(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        okta::Client::user_apps(self, id).await
     }
     async fn group(&self, id: &str) -> Result<Option<Value>, OktaError> {
         self.get_group(id).await
@@ -268,13 +284,52 @@ async fn delete(port: &dyn LivePort, blueprint: &str, ids: Vec<String>) -> HashM
         .collect()
 }
 
+/// The blueprint the live path reads objects of `kind` from (the mapping's first).
+fn primary_blueprint(ctx: &Context<'_>, kind: Kind) -> String {
+    ctx.mapping
+        .kind_blueprints(kind)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            match kind {
+                Kind::Group => GROUP_BLUEPRINT,
+                Kind::App => APP_BLUEPRINT,
+                Kind::User => USER_BLUEPRINT,
+            }
+            .to_owned()
+        })
+}
+
+/// Deletes `gone` from every blueprint objects of `kind` map to, and each refetched object
+/// from the blueprints its mapping no longer produces (a selector that now says no).
+/// Entities are assumed to be identified by the Okta id, as in the default mapping.
+async fn delete_unmapped(
+    ctx: &Context<'_>,
+    kind: Kind,
+    gone: Vec<String>,
+    produced: &BTreeMap<String, BTreeSet<String>>,
+) -> HashMap<String, String> {
+    let mut failures = HashMap::new();
+    for bp in ctx.mapping.kind_blueprints(kind) {
+        let mut ids = gone.clone();
+        ids.extend(
+            produced
+                .iter()
+                .filter(|(_, bps)| !bps.contains(&bp))
+                .map(|(id, _)| id.clone()),
+        );
+        failures.extend(delete(ctx.port, &bp, ids).await);
+    }
+    failures
+}
+
 /// Shared shape of groups and apps: refetch each, map, write; 404 or a delete event
 /// deletes. `before_delete` runs on the ids about to be deleted, while Port still holds
 /// the references to them, and returns their follow-ups.
 async fn converge_objects<'f, F>(
     ctx: &Context<'_>,
     touched: &BTreeMap<String, Wanted>,
-    blueprint: &str,
+    kind: Kind,
     fetch: F,
     map: fn(&dyn Mapping, &Value) -> Result<Vec<Mapped>, crate::mapping::MappingError>,
     before_delete: Option<&(dyn Fn(String) -> BoxFuture<'f, Result<FollowUps, String>> + Sync)>,
@@ -285,6 +340,7 @@ where
     let mut results: Converged = BTreeMap::new();
     let mut entities = BTreeMap::new();
     let mut gone = Vec::new();
+    let mut produced: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (id, wanted) in touched {
         if wanted.delete {
             gone.push(id.clone());
@@ -303,6 +359,7 @@ where
         };
         match mapped {
             Ok(mapped) => {
+                produced.insert(id.clone(), mapped.iter().map(|m| m.blueprint.clone()).collect());
                 mapped_by_blueprint(mapped, &mut entities);
                 results.insert(id.clone(), Ok(FollowUps::default()));
             }
@@ -323,7 +380,7 @@ where
         results.insert(id, follow);
     }
     let mut failures = write(ctx.port, entities).await;
-    failures.extend(delete(ctx.port, blueprint, deletable).await);
+    failures.extend(delete_unmapped(ctx, kind, deletable, &produced).await);
     for (id, reason) in failures {
         results.insert(id, Err(reason));
     }
@@ -355,11 +412,16 @@ impl Processor for GroupProcessor {
     }
     async fn converge(&self, ctx: &Context<'_>, touched: &BTreeMap<String, Wanted>) -> Converged {
         let (okta, port) = (ctx.okta, ctx.port);
+        let (user_bp, group_bp) = (
+            primary_blueprint(ctx, Kind::User),
+            primary_blueprint(ctx, Kind::Group),
+        );
+        let (user_bp, group_bp) = (&user_bp, &group_bp);
         // A deleted group takes with it the apps its members had through it: refetch them.
         let members = |id: String| -> BoxFuture<'_, Result<FollowUps, String>> {
             Box::pin(async move {
                 let members = port
-                    .own_related(USER_BLUEPRINT, GROUP_BLUEPRINT, &id)
+                    .own_related(user_bp, group_bp, &id)
                     .await
                     .map_err(|e| e.to_string())?;
                 let refetch_users = members.into_iter().map(|m| m.entity.identifier).collect();
@@ -373,7 +435,7 @@ impl Processor for GroupProcessor {
         converge_objects(
             ctx,
             touched,
-            GROUP_BLUEPRINT,
+            Kind::Group,
             fetch,
             |m, g| m.map_group(g),
             Some(&members),
@@ -408,12 +470,17 @@ impl Processor for AppProcessor {
     async fn converge(&self, ctx: &Context<'_>, touched: &BTreeMap<String, Wanted>) -> Converged {
         let okta = ctx.okta;
         let fetch = |id: String| -> BoxFuture<'_, _> { Box::pin(async move { okta.app(&id).await }) };
-        let mut results =
-            converge_objects(ctx, touched, APP_BLUEPRINT, fetch, |m, a| m.map_app(a), None).await;
+        let mut results = converge_objects(ctx, touched, Kind::App, fetch, |m, a| m.map_app(a), None).await;
         for (app, wanted) in touched {
             if wanted.reconcile_assignments && !wanted.delete {
-                let outcome = reconcile_assignments(ctx, app).await;
-                results.insert(app.clone(), outcome.map(|()| FollowUps::default()));
+                let outcome = if ctx.mapping.builtin_shape() {
+                    reconcile_assignments(ctx, app)
+                        .await
+                        .map(|()| FollowUps::default())
+                } else {
+                    assignment_members(ctx, app).await
+                };
+                results.insert(app.clone(), outcome);
             }
         }
         results
@@ -474,6 +541,30 @@ async fn reconcile_assignments(ctx: &Context<'_>, app: &str) -> Result<(), Strin
         None => Ok(()),
         Some((id, reason)) => Err(format!("user {id}: {reason}")),
     }
+}
+
+/// `reconcile_assignments` for a configured mapping, whose relation names okta-port cannot
+/// know: every user that has the app, or whose entity relates to it, is refetched in full.
+async fn assignment_members(ctx: &Context<'_>, app: &str) -> Result<FollowUps, String> {
+    let mut refetch_users: BTreeSet<String> = match ctx.okta.app_user_ids(app).await {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) if e.is_not_found() => BTreeSet::new(),
+        Err(e) => return Err(e.to_string()),
+    };
+    let (user_bp, app_bp) = (
+        primary_blueprint(ctx, Kind::User),
+        primary_blueprint(ctx, Kind::App),
+    );
+    let related = ctx
+        .port
+        .own_related(&user_bp, &app_bp, app)
+        .await
+        .map_err(|e| e.to_string())?;
+    refetch_users.extend(related.into_iter().map(|s| s.entity.identifier));
+    Ok(FollowUps {
+        refetch_users,
+        ..FollowUps::default()
+    })
 }
 
 fn relation_ids(entity: &Entity, relation: &str) -> Vec<String> {
@@ -591,7 +682,12 @@ impl Processor for UserProcessor {
     }
     async fn converge(&self, ctx: &Context<'_>, touched: &BTreeMap<String, Wanted>) -> Converged {
         let ids: Vec<String> = touched.keys().cloned().collect();
-        let stored: HashMap<String, Entity> = match ctx.port.own_entities(USER_BLUEPRINT, &ids).await {
+        if ctx.mapping.kind_blueprints(Kind::User).is_empty() {
+            // The configuration maps no users.
+            return ids.into_iter().map(|id| (id, Ok(FollowUps::default()))).collect();
+        }
+        let user_bp = primary_blueprint(ctx, Kind::User);
+        let stored: HashMap<String, Entity> = match ctx.port.own_entities(&user_bp, &ids).await {
             Ok(list) => list
                 .into_iter()
                 .map(|s| (s.entity.identifier.clone(), s.entity))
@@ -601,6 +697,7 @@ impl Processor for UserProcessor {
         let mut results: Converged = BTreeMap::new();
         let mut entities = BTreeMap::new();
         let mut gone = Vec::new();
+        let mut produced: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut managers: HashMap<String, Option<String>> = HashMap::new();
         for (id, wanted) in touched {
             let old = stored.get(id);
@@ -645,7 +742,7 @@ impl Processor for UserProcessor {
                 Ok(Some(user)) => {
                     // A user new to Port needs everything; otherwise only what the events say
                     // may have changed (a merge upsert keeps the rest).
-                    let relations = wanted.relations || old.is_none();
+                    let relations = wanted.relations || old.is_none() || ctx.mapping.user_needs_links();
                     if wanted.keys || old.is_none() {
                         follow.manager_keys = old_keys();
                         for key in ["employeeNumber", "login", "email"] {
@@ -656,19 +753,38 @@ impl Processor for UserProcessor {
                     }
                     match refetch_user(ctx, &user, relations, &mut managers).await {
                         Ok((groups, apps, manager)) => {
-                            if let Some(groups) = &groups {
+                            let ids_of = |objects: &Option<Vec<Value>>| -> Option<Vec<String>> {
+                                objects.as_ref().map(|list| {
+                                    list.iter()
+                                        .filter_map(|o| o["id"].as_str().map(str::to_owned))
+                                        .collect()
+                                })
+                            };
+                            let (group_ids, app_ids) = (ids_of(&groups), ids_of(&apps));
+                            if let Some(groups) = &group_ids {
                                 let new_groups: BTreeSet<String> = groups.iter().cloned().collect();
                                 follow.groups =
                                     old_groups.symmetric_difference(&new_groups).cloned().collect();
                             }
+                            let group_objects: Option<Vec<&Value>> =
+                                groups.as_ref().map(|l| l.iter().collect());
+                            let app_objects: Option<Vec<&Value>> = apps.as_ref().map(|l| l.iter().collect());
                             let links = UserLinks {
-                                groups: groups.as_deref(),
-                                applications: apps.as_deref(),
+                                groups: group_ids.as_deref(),
+                                applications: app_ids.as_deref(),
                                 manager: Some(manager.as_deref()),
+                                group_objects: group_objects.as_deref(),
+                                app_objects: app_objects.as_deref(),
                             };
                             ctx.mapping
                                 .map_user(&user, &links)
-                                .map(|mapped| mapped_by_blueprint(mapped, &mut entities))
+                                .map(|mapped| {
+                                    produced.insert(
+                                        id.clone(),
+                                        mapped.iter().map(|m| m.blueprint.clone()).collect(),
+                                    );
+                                    mapped_by_blueprint(mapped, &mut entities)
+                                })
                                 .map_err(|e| e.to_string())
                         }
                         Err(e) => Err(e),
@@ -679,7 +795,7 @@ impl Processor for UserProcessor {
             results.insert(id.clone(), converged.map(|()| follow));
         }
         let mut failures = write(ctx.port, entities).await;
-        failures.extend(delete(ctx.port, USER_BLUEPRINT, gone).await);
+        failures.extend(delete_unmapped(ctx, Kind::User, gone, &produced).await);
         for (id, reason) in failures {
             results.insert(id, Err(reason));
         }
@@ -689,6 +805,10 @@ impl Processor for UserProcessor {
 
 /// Ids of the built-in groups (Everyone) as Port knows them.
 async fn built_in_groups(ctx: &Context<'_>) -> Result<Vec<String>, String> {
+    if !ctx.mapping.builtin_shape() {
+        // A configured mapping may not write the `type` property: left to the resync.
+        return Ok(Vec::new());
+    }
     let groups = ctx
         .port
         .own_where(GROUP_BLUEPRINT, "type", "BUILT_IN")
@@ -698,7 +818,7 @@ async fn built_in_groups(ctx: &Context<'_>) -> Result<Vec<String>, String> {
 }
 
 /// A user's groups and apps (when `relations`), and its resolved manager, from Okta.
-type UserRelations = (Option<Vec<String>>, Option<Vec<String>>, Option<String>);
+type UserRelations = (Option<Vec<Value>>, Option<Vec<Value>>, Option<String>);
 
 async fn refetch_user(
     ctx: &Context<'_>,
@@ -708,7 +828,7 @@ async fn refetch_user(
 ) -> Result<UserRelations, String> {
     let id = user["id"].as_str().unwrap_or_default();
     let (groups, apps) = if relations {
-        let (groups, apps) = futures::join!(ctx.okta.user_group_ids(id), ctx.okta.user_app_ids(id));
+        let (groups, apps) = futures::join!(ctx.okta.user_groups(id), ctx.okta.user_apps(id));
         (
             Some(groups.map_err(|e| e.to_string())?),
             Some(apps.map_err(|e| e.to_string())?),
@@ -756,17 +876,20 @@ async fn manager_dependents(
             }
         }
     }
+    let user_bp = primary_blueprint(ctx, Kind::User);
     for id in related {
         let reports = ctx
             .port
-            .own_related(USER_BLUEPRINT, USER_BLUEPRINT, id)
+            .own_related(&user_bp, &user_bp, id)
             .await
             .map_err(|e| e.to_string())?;
-        // Only those that name it as manager (not, say, as a member of the same group).
+        // Only those that name it as manager (not, say, as a member of the same group); a
+        // configured mapping's relation names are unknown, so all of them.
+        let builtin = ctx.mapping.builtin_shape();
         found.extend(
             reports
                 .into_iter()
-                .filter(|r| r.entity.relations.get("manager").and_then(Value::as_str) == Some(id))
+                .filter(|r| !builtin || r.entity.relations.get("manager").and_then(Value::as_str) == Some(id))
                 .map(|r| r.entity.identifier),
         );
     }

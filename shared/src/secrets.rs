@@ -79,7 +79,10 @@ impl SecretValues {
     }
 
     /// Reads and parses the secret `secret_id` (ARN or name) with one GetSecretValue call.
-    pub async fn fetch(client: &aws_sdk_secretsmanager::Client, secret_id: &str) -> Result<Self, SecretsError> {
+    pub async fn fetch(
+        client: &aws_sdk_secretsmanager::Client,
+        secret_id: &str,
+    ) -> Result<Self, SecretsError> {
         let output = client
             .get_secret_value()
             .secret_id(secret_id)
@@ -289,7 +292,10 @@ mod tests {
         assert_eq!(lookup.get("OKTA_DOMAIN").as_deref(), Some("env.okta.com"));
         // Empty in the environment, or absent: the secret's.
         assert_eq!(lookup.get("OKTA_API_TOKEN").as_deref(), Some("00tok-from-secret"));
-        assert_eq!(lookup.get("PORT_CLIENT_SECRET").as_deref(), Some("pcs-from-secret"));
+        assert_eq!(
+            lookup.get("PORT_CLIENT_SECRET").as_deref(),
+            Some("pcs-from-secret")
+        );
         // Only in the environment.
         assert_eq!(lookup.get("PORT_CLIENT_ID").as_deref(), Some("cid"));
         // Nowhere.
@@ -315,10 +321,17 @@ mod tests {
 
     #[test]
     fn debug_never_shows_values() {
-        let lookup = env(&[("SECRETS_ARN", "arn:test")])
-            .with_values(SecretValues::parse("arn:test", SECRET).unwrap());
-        for debug in [format!("{lookup:?}"), format!("{lookup:#?}"), format!("{:?}", lookup.secret())] {
-            assert!(debug.contains("OKTA_API_TOKEN") && debug.contains("[REDACTED]"), "{debug}");
+        let lookup =
+            env(&[("SECRETS_ARN", "arn:test")]).with_values(SecretValues::parse("arn:test", SECRET).unwrap());
+        for debug in [
+            format!("{lookup:?}"),
+            format!("{lookup:#?}"),
+            format!("{:?}", lookup.secret()),
+        ] {
+            assert!(
+                debug.contains("OKTA_API_TOKEN") && debug.contains("[REDACTED]"),
+                "{debug}"
+            );
             assert!(
                 !debug.contains("from-secret") && !debug.contains("secret.okta.com"),
                 "{debug}"
@@ -338,7 +351,10 @@ mod tests {
             }
         );
         let text = err.to_string();
-        assert!(text.contains("PORT_CLIENT_SECRET") && text.contains("arn:s"), "{text}");
+        assert!(
+            text.contains("PORT_CLIENT_SECRET") && text.contains("arn:s"),
+            "{text}"
+        );
         assert!(!text.contains("12345678"), "{text}");
 
         // Not an object: the type, not the value.

@@ -156,19 +156,41 @@ pub fn map_snapshot<M: Mapping>(mapping: &M, snapshot: &Snapshot) -> Desired {
     if let Some(users) = &snapshot.users {
         let managers = ManagerIndex::build(users);
         let none: [String; 0] = [];
+        // The objects behind the relation ids, for mappings that read them (`.groups` in jq).
+        fn index(objects: &Option<Vec<Value>>) -> HashMap<&str, &Value> {
+            objects
+                .iter()
+                .flatten()
+                .filter_map(|o| Some((o["id"].as_str()?, o)))
+                .collect()
+        }
+        fn objects<'a>(ids: Option<&[String]>, index: &HashMap<&str, &'a Value>) -> Option<Vec<&'a Value>> {
+            ids.map(|ids| {
+                ids.iter()
+                    .filter_map(|id| index.get(id.as_str()).copied())
+                    .collect()
+            })
+        }
+        let (group_index, app_index) = (index(&snapshot.groups), index(&snapshot.apps));
         for user in users {
             let id = user["id"].as_str().unwrap_or_default();
             let manager = managers.manager_of(user);
+            let groups = snapshot
+                .user_groups
+                .as_ref()
+                .map(|m| m.get(id).map_or(&none[..], Vec::as_slice));
+            let applications = snapshot
+                .user_apps
+                .as_ref()
+                .map(|m| m.get(id).map_or(&none[..], Vec::as_slice));
+            let (group_objects, app_objects) =
+                (objects(groups, &group_index), objects(applications, &app_index));
             let links = UserLinks {
-                groups: snapshot
-                    .user_groups
-                    .as_ref()
-                    .map(|m| m.get(id).map_or(&none[..], Vec::as_slice)),
-                applications: snapshot
-                    .user_apps
-                    .as_ref()
-                    .map(|m| m.get(id).map_or(&none[..], Vec::as_slice)),
+                groups,
+                applications,
                 manager: Some(manager.as_deref()),
+                group_objects: group_objects.as_deref(),
+                app_objects: app_objects.as_deref(),
             };
             push("user", &user["id"], mapping.map_user(user, &links));
         }

@@ -1,7 +1,12 @@
 //! Logging setup. Logs go to stderr (the CLI keeps stdout for the report); in Lambda they
 //! are JSON lines for CloudWatch. `RUST_LOG` overrides the default level.
 
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// The span lambda_runtime opens around each invocation, with its `requestId` field.
+const REQUEST_SPAN_TARGET: &str = "lambda_runtime::layers::trace";
 
 fn filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
@@ -16,13 +21,94 @@ pub fn init_cli(default: &str) {
         .try_init();
 }
 
-/// JSON lines, as CloudWatch Logs Insights queries them best.
+/// JSON lines, as CloudWatch Logs Insights queries them best. Each line written during an
+/// invocation carries the Lambda request id, as `spans[0].requestId`.
 pub fn init_lambda() {
-    let _ = tracing_subscriber::fmt()
+    let _ = tracing::subscriber::set_global_default(lambda_subscriber(filter("info"), std::io::stdout));
+}
+
+/// The Lambda subscriber writing to `writer`. The request span stays enabled whatever
+/// `RUST_LOG` says, so no line loses its request id.
+pub fn lambda_subscriber<W>(filter: EnvFilter, writer: W) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = filter.add_directive(
+        format!("{REQUEST_SPAN_TARGET}=info")
+            .parse()
+            .expect("a valid directive"),
+    );
+    tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter("info"))
+        .with_env_filter(filter)
         .with_target(false)
         .with_current_span(false)
+        .with_span_list(true)
         .without_time()
-        .try_init();
+        .with_writer(writer)
+        .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use lambda_http::lambda_runtime::{Context, layers::trace::request_span};
+    use serde_json::Value;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(default_level: &str) -> Vec<Value> {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = lambda_subscriber(EnvFilter::new(default_level), move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let mut context = Context::default();
+            context.request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".into();
+            // As lambda_runtime's tracing layer does around each invocation.
+            let span = request_span(&context);
+            let _entered = span.enter();
+            tracing::warn!(event_uuid = "ev-1", entity = "00u1", "converged");
+            tracing::info!("progress");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn lambda_lines_are_json_with_the_request_id() {
+        let lines = logged("info");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["fields"]["message"], "converged");
+        assert_eq!(line["fields"]["event_uuid"], "ev-1");
+        assert_eq!(line["fields"]["entity"], "00u1");
+        assert_eq!(
+            line["spans"][0]["requestId"],
+            "8476a536-e9f4-11e8-9739-2dfe598c3fcd"
+        );
+    }
+
+    #[test]
+    fn the_request_id_survives_a_quiet_filter() {
+        let lines = logged("warn");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            lines[0]["spans"][0]["requestId"],
+            "8476a536-e9f4-11e8-9739-2dfe598c3fcd"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use crate::events::parse_delivery;
+use crate::metrics::WebhookOutcome;
 use crate::queue::EventQueue;
 
 /// Okta's body limit for us: larger deliveries are refused (413).
@@ -56,19 +57,42 @@ fn refuse(status: StatusCode, reason: &str) -> Response<Body> {
 
 /// Handles one request to the webhook's Function URL.
 pub async fn handle<Q: EventQueue>(request: &Request, config: &WebhookConfig, queue: &Q) -> Response<Body> {
+    handle_counted(request, config, queue).await.0
+}
+
+/// `handle`, also returning what the request did, for `metrics::webhook`.
+pub async fn handle_counted<Q: EventQueue>(
+    request: &Request,
+    config: &WebhookConfig,
+    queue: &Q,
+) -> (Response<Body>, WebhookOutcome) {
     match *request.method() {
         Method::GET => verification(request),
         Method::POST => delivery(request, config, queue).await,
-        _ => refuse(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET (verification) and POST (deliveries)",
+        _ => (
+            refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET (verification) and POST (deliveries)",
+            ),
+            refused("method"),
         ),
     }
 }
 
+fn refused(reason: &'static str) -> WebhookOutcome {
+    WebhookOutcome {
+        refused: Some(reason),
+        ..WebhookOutcome::default()
+    }
+}
+
 /// Okta's one-time verification: echo the challenge header.
-fn verification(request: &Request) -> Response<Body> {
-    match request
+fn verification(request: &Request) -> (Response<Body>, WebhookOutcome) {
+    let outcome = WebhookOutcome {
+        verification: true,
+        ..WebhookOutcome::default()
+    };
+    let response = match request
         .headers()
         .get("x-okta-verification-challenge")
         .and_then(|v| v.to_str().ok())
@@ -82,11 +106,15 @@ fn verification(request: &Request) -> Response<Body> {
                 .insert("content-type", "application/json".parse().expect("static"));
             response
         }
-        None => refuse(
-            StatusCode::BAD_REQUEST,
-            "GET without X-Okta-Verification-Challenge",
-        ),
-    }
+        None => {
+            let response = refuse(
+                StatusCode::BAD_REQUEST,
+                "GET without X-Okta-Verification-Challenge",
+            );
+            return (response, refused("no_challenge"));
+        }
+    };
+    (response, outcome)
 }
 
 fn authenticated(request: &Request, config: &WebhookConfig) -> bool {
@@ -104,17 +132,33 @@ fn authenticated(request: &Request, config: &WebhookConfig) -> bool {
     bool::from(presented.ct_eq(secret.expose_secret().as_bytes()))
 }
 
-async fn delivery<Q: EventQueue>(request: &Request, config: &WebhookConfig, queue: &Q) -> Response<Body> {
+async fn delivery<Q: EventQueue>(
+    request: &Request,
+    config: &WebhookConfig,
+    queue: &Q,
+) -> (Response<Body>, WebhookOutcome) {
     if !authenticated(request, config) {
-        return refuse(StatusCode::UNAUTHORIZED, "missing or wrong secret header");
+        let response = refuse(StatusCode::UNAUTHORIZED, "missing or wrong secret header");
+        return (response, refused("unauthorized"));
     }
     let body: &[u8] = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "delivery over 1 MiB");
+        let response = refuse(StatusCode::PAYLOAD_TOO_LARGE, "delivery over 1 MiB");
+        return (response, refused("too_large"));
     }
     let delivery = match parse_delivery(body) {
         Ok(d) => d,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            return (
+                refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+                refused("invalid"),
+            );
+        }
+    };
+    let mut outcome = WebhookOutcome {
+        received: delivery.total,
+        ignored: delivery.total - delivery.kept.len(),
+        ..WebhookOutcome::default()
     };
     let messages: Vec<String> = delivery
         .kept
@@ -126,8 +170,10 @@ async fn delivery<Q: EventQueue>(request: &Request, config: &WebhookConfig, queu
     {
         // A 5xx makes Okta deliver again.
         tracing::error!(delivery = delivery.delivery_id, error = %e, "could not queue the delivery");
-        return reply(StatusCode::SERVICE_UNAVAILABLE, "");
+        outcome.refused = Some("queue_unavailable");
+        return (reply(StatusCode::SERVICE_UNAVAILABLE, ""), outcome);
     }
+    outcome.queued = messages.len();
     tracing::info!(
         delivery = delivery.delivery_id,
         events = delivery.total,
@@ -136,5 +182,5 @@ async fn delivery<Q: EventQueue>(request: &Request, config: &WebhookConfig, queu
         uuids = ?delivery.kept.iter().filter_map(|e| e.uuid.as_deref()).collect::<Vec<_>>(),
         "delivery accepted"
     );
-    reply(StatusCode::OK, "")
+    (reply(StatusCode::OK, ""), outcome)
 }

@@ -249,3 +249,198 @@ pub async fn consume(app: &App, bodies: Vec<String>, batch_size: usize, max_rece
     }
     consumed
 }
+
+// ---------------------------------------------------------------------------------------
+// Local development: the functions under `cargo lambda watch`, as separate processes,
+// against the simulators and an SQS queue served by moto.
+
+/// The webhook secret the `events/` samples carry; local development uses it too, so
+/// those samples are accepted as they are.
+pub const SAMPLE_WEBHOOK_SECRET: &str = "sample-webhook-secret";
+
+/// The AWS settings for moto: any static credentials, region us-east-1.
+pub fn aws_test_variables(sqs_endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", sqs_endpoint.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+    ]
+}
+
+impl Env {
+    /// Everything the three functions need to run locally against these simulators: the
+    /// okta-port settings, the webhook secret of the samples, the events queue and the AWS
+    /// settings that point the SDK at moto.
+    pub fn function_variables(&self, sqs_endpoint: &str, queue_url: &str) -> Vec<(&'static str, String)> {
+        let mut vars = self.variables();
+        vars.push(("OKTA_WEBHOOK_SECRET", SAMPLE_WEBHOOK_SECRET.to_owned()));
+        vars.push(("EVENTS_QUEUE_URL", queue_url.to_owned()));
+        vars.extend(aws_test_variables(sqs_endpoint));
+        vars
+    }
+}
+
+/// `export KEY=VALUE` lines: a shell can source them (`. FILE`), and
+/// `cargo lambda watch --env-file FILE` reads them too. The values never need quoting
+/// (URLs, tokens, region names).
+pub fn env_file_text(vars: &[(&'static str, String)]) -> String {
+    vars.iter().map(|(k, v)| format!("export {k}={v}\n")).collect()
+}
+
+/// Reads `KEY=VALUE` lines (an optional leading `export ` is allowed; blank lines and `#`
+/// comments are skipped).
+pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            let (k, v) = l.split_once('=')?;
+            Some((k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// The SQS event Lambda's event source mapping would hand the consumer for `messages`
+/// taken from `queue_url` (moto's URLs end in `/<account>/<name>`).
+pub fn sqs_lambda_event(queue_url: &str, messages: &[okta_port::queue::ReceivedMessage]) -> Value {
+    let mut parts = queue_url.trim_end_matches('/').rsplit('/');
+    let name = parts.next().unwrap_or("queue");
+    let account = parts
+        .next()
+        .filter(|a| a.chars().all(|c| c.is_ascii_digit()) && !a.is_empty())
+        .unwrap_or("123456789012");
+    let arn = format!("arn:aws:sqs:us-east-1:{account}:{name}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        .to_string();
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": now,
+                    "SenderId": "AROAEXAMPLE:okta-port-webhook",
+                    "ApproximateFirstReceiveTimestamp": now,
+                },
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// A few changes to the org, different at each `round`: a group renamed, a user's
+/// department changed, that user added to the group, another user deprovisioned.
+/// Returns the events Okta would send for them (what a delivery carries).
+pub fn local_dev_changes(org: &mut Org, round: u64) -> Vec<Value> {
+    let id = |v: &Value| v["id"].as_str().unwrap_or_default().to_owned();
+    let groups: Vec<String> = org
+        .groups
+        .iter()
+        .filter(|g| g["type"] == "OKTA_GROUP")
+        .map(id)
+        .collect();
+    let active: Vec<String> = org
+        .users
+        .iter()
+        .filter(|u| u["status"] == "ACTIVE")
+        .map(id)
+        .collect();
+    let pick = |items: &[String], k: u64| -> Option<String> {
+        (!items.is_empty()).then(|| items[(k as usize) % items.len()].clone())
+    };
+    if let Some(group) = pick(&groups, round) {
+        org.rename_group(&group, &format!("Local dev group {round}"));
+        if let Some(user) = pick(&active, round * 2) {
+            org.set_profile_attr(&user, "department", Some(&format!("Local dev {round}")));
+            org.add_member(&group, &user);
+        }
+    }
+    if let Some(leaver) = pick(&active, round * 2 + 1) {
+        org.set_user_status(&leaver, "DEPROVISIONED");
+    }
+    org.take_events()
+}
+
+/// What the simulated Port holds, cheaply comparable: per blueprint, entity id → its
+/// content (title, properties, relations; not `updatedAt`, so rewriting an entity
+/// unchanged is no change) and title.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSnapshot(pub BTreeMap<String, BTreeMap<String, (String, String)>>);
+
+impl PortSnapshot {
+    pub fn take(port: &PortSim) -> PortSnapshot {
+        let mut out = BTreeMap::new();
+        for bp in BLUEPRINTS {
+            let entities = port
+                .entities(bp)
+                .into_iter()
+                .map(|e| {
+                    let title = match &e["title"] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (
+                        e["identifier"].as_str().unwrap_or_default().to_owned(),
+                        (normalize(&e).to_string(), title),
+                    )
+                })
+                .collect();
+            out.insert(bp.to_owned(), entities);
+        }
+        PortSnapshot(out)
+    }
+
+    /// One line: the entity count per blueprint, what was created, updated and deleted
+    /// since `before`, and the first few changed entities.
+    pub fn summary_since(&self, before: &PortSnapshot) -> String {
+        let mut counts = Vec::new();
+        let mut changed = Vec::new();
+        for (bp, now) in &self.0 {
+            let empty = BTreeMap::new();
+            let then = before.0.get(bp).unwrap_or(&empty);
+            let (mut created, mut updated) = (0, 0);
+            for (id, (content, title)) in now {
+                match then.get(id) {
+                    None => {
+                        created += 1;
+                        changed.push(format!("+{bp}/{id} \"{title}\""));
+                    }
+                    Some((old, _)) if old != content => {
+                        updated += 1;
+                        changed.push(format!("~{bp}/{id} \"{title}\""));
+                    }
+                    _ => {}
+                }
+            }
+            let deleted: Vec<&String> = then.keys().filter(|id| !now.contains_key(*id)).collect();
+            changed.extend(deleted.iter().map(|id| format!("-{bp}/{id}")));
+            counts.push(format!(
+                "{bp} {} (+{created} ~{updated} -{})",
+                now.len(),
+                deleted.len()
+            ));
+        }
+        let shown = 4;
+        let more = changed.len().saturating_sub(shown);
+        let mut line = format!("port: {}", counts.join(", "));
+        if !changed.is_empty() {
+            line.push_str(&format!("; {}", changed[..changed.len().min(shown)].join(" ")));
+            if more > 0 {
+                line.push_str(&format!(" … and {more} more"));
+            }
+        }
+        line
+    }
+}

@@ -4,7 +4,11 @@
 //! per-endpoint fixed-window rate limits with the `X-Rate-Limit-*` headers, a concurrency
 //! limit, cursor pagination through `Link` headers, and injectable transient faults.
 //! It also manages event hooks (`/api/v1/eventHooks`), verifying them against the
-//! configured endpoint for real.
+//! configured endpoint for real. Besides SSWS it is an org authorization server for OAuth
+//! service apps (`POST /oauth2/v1/token`, private_key_jwt, DPoP) and checks their tokens,
+//! proofs and scopes on every call: see [`oauth`].
+
+mod oauth;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -26,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 use crate::orggen::{ACTOR_ID, Org, okta_time};
+pub use oauth::{OAuthSimConfig, SimClient, TOKEN_PATH};
 
 /// How the simulator behaves; see [`Default`] for the friendly settings.
 #[derive(Clone, Debug)]
@@ -43,6 +48,8 @@ pub struct OktaSimConfig {
     /// Whether the token may change event hooks; without it every non-GET eventHooks
     /// request is answered 403 (listing and reading stay allowed).
     pub manage_hooks: bool,
+    /// The org authorization server: registered service apps, DPoP, token lifetime.
+    pub oauth: OAuthSimConfig,
 }
 
 impl Default for OktaSimConfig {
@@ -54,6 +61,7 @@ impl Default for OktaSimConfig {
             seed: 0,
             max_in_flight: 75,
             manage_hooks: true,
+            oauth: OAuthSimConfig::default(),
         }
     }
 }
@@ -94,6 +102,14 @@ pub struct OktaCalls {
     pub rate_limited_429: u64,
     pub faults_injected: u64,
     pub max_in_flight_seen: usize,
+    /// `POST /oauth2/v1/token` requests (nonce round trips and refusals included).
+    pub token_requests: u64,
+    /// Access tokens issued.
+    pub tokens_issued: u64,
+    /// API calls refused 401 for an OAuth token (unknown, expired, bad DPoP proof), with why.
+    pub token_refusals: Vec<String>,
+    /// API calls refused 403 because the token lacked the scope, with the scope.
+    pub scope_denials: Vec<String>,
 }
 
 impl OktaCalls {
@@ -140,6 +156,7 @@ impl OktaSim {
             },
             in_flight: AtomicUsize::new(0),
             manage_hooks: config.manage_hooks,
+            oauth: config.oauth.clone(),
             http: reqwest::Client::builder()
                 .timeout(VERIFICATION_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
@@ -155,6 +172,7 @@ impl OktaSim {
                 faults: Vec::new(),
                 hooks: Vec::new(),
                 hook_ids: StdRng::seed_from_u64(config.seed ^ 0x600C),
+                oauth: oauth::OAuthState::default(),
             }),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -189,6 +207,22 @@ impl OktaSim {
 
     pub fn reset_calls(&self) {
         self.shared.lock().calls = OktaCalls::default();
+    }
+
+    /// Every OAuth access token issued so far (to check they never reach a log).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.lock().oauth.issued_tokens()
+    }
+
+    /// Every OAuth access token issued so far expires now (the next call with one gets 401).
+    pub fn expire_tokens(&self) {
+        self.shared.lock().oauth.expire_all();
+    }
+
+    /// Every OAuth access token issued so far expires once `calls` more API calls were
+    /// authorized with OAuth tokens.
+    pub fn expire_tokens_after(&self, calls: u64) {
+        self.shared.lock().oauth.expire_tokens_after(calls.max(1));
     }
 
     /// Replaces the bucket's limit and starts a fresh window now.
@@ -267,6 +301,7 @@ struct Shared {
     max_in_flight: usize,
     in_flight: AtomicUsize,
     manage_hooks: bool,
+    oauth: OAuthSimConfig,
     /// Calls hook endpoints to verify them.
     http: reqwest::Client,
     state: Mutex<SimState>,
@@ -292,6 +327,7 @@ struct SimState {
     hooks: Vec<Hook>,
     /// Draws hook ids (separate from the fault RNG so hooks do not shift fault sequences).
     hook_ids: StdRng,
+    oauth: oauth::OAuthState,
 }
 
 /// Creation sequence numbers, never forgotten (even for deleted objects), so a cursor
@@ -627,6 +663,22 @@ impl Route {
         }
     }
 
+    /// The OAuth scope a call needs, and one that also does.
+    fn scope(&self, method: &Method) -> Option<(&'static str, Option<&'static str>)> {
+        match self {
+            Route::UsersList | Route::User(_) | Route::UserGroups(_) => Some(("okta.users.read", None)),
+            Route::GroupsList | Route::Group(_) | Route::GroupUsers(_) => Some(("okta.groups.read", None)),
+            Route::AppsList | Route::App(_) | Route::AppUsers(_) => Some(("okta.apps.read", None)),
+            Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..) if method == Method::GET => {
+                Some(("okta.eventHooks.read", Some("okta.eventHooks.manage")))
+            }
+            Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..) => {
+                Some(("okta.eventHooks.manage", None))
+            }
+            Route::Other => None,
+        }
+    }
+
     fn is_hook(&self) -> bool {
         matches!(
             self,
@@ -677,6 +729,9 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Resp
     let (parts, body) = req.into_parts();
     // An unreadable body is left empty; routes that need one then answer 400.
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    if parts.uri.path() == TOKEN_PATH {
+        return token_endpoint(&shared, &parts.method, &parts.headers, &body);
+    }
     let (outcome, rate) = shared.lock().serve(
         &shared,
         in_flight,
@@ -739,11 +794,27 @@ impl SimState {
             }
             return done(Reply::for_status(status, path), rate);
         }
-        let authorized = headers
+        if oauth::OAuthState::is_oauth(headers) {
+            match self
+                .oauth
+                .check_call(&cfg.base_url, method, path, headers, route.scope(method))
+            {
+                Ok(()) => {}
+                Err(oauth::Denied::Unauthorized(why)) => {
+                    self.calls.token_refusals.push(why);
+                    let reply = Reply::error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided");
+                    return done(reply, rate);
+                }
+                Err(oauth::Denied::Forbidden(scope)) => {
+                    self.calls.scope_denials.push(scope);
+                    return done(Reply::for_status(403, path), rate);
+                }
+            }
+        } else if headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == cfg.auth);
-        if !authorized {
+            .is_none_or(|v| v != cfg.auth)
+        {
             let reply = Reply::error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided");
             return done(reply, rate);
         }
@@ -1537,6 +1608,41 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `POST /oauth2/v1/token`, answered as Okta's org authorization server does.
+fn token_endpoint(shared: &Shared, method: &Method, headers: &HeaderMap, body: &[u8]) -> Response {
+    let mut state = shared.lock();
+    state.calls.token_requests += 1;
+    let reply = if method == Method::POST {
+        let state = &mut *state;
+        state.oauth.token(&shared.oauth, &shared.base_url, headers, body)
+    } else {
+        oauth::TokenReply {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            body: json!({"error": "invalid_request", "error_description": "The token endpoint takes POST."}),
+            nonce: None,
+            issued: false,
+        }
+    };
+    if reply.issued {
+        state.calls.tokens_issued += 1;
+    }
+    drop(state);
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(
+            "x-okta-request-id",
+            Alphanumeric.sample_string(&mut rand::rng(), 20),
+        );
+    if let Some(nonce) = reply.nonce {
+        builder = builder.header("dpop-nonce", nonce);
+    }
+    builder
+        .body(Body::from(serde_json::to_vec(&reply.body).unwrap_or_default()))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 fn respond(reply: Reply, rate: RateHeaders) -> Response {

@@ -670,6 +670,21 @@ async fn the_event_hook_is_provisioned_verified_and_kept_up_to_date() {
     let items = env.okta.hooks()[0]["events"]["items"].as_array().unwrap().len();
     assert_eq!(items, okta_port::events::HANDLED_EVENT_TYPES.len());
 
+    // A rotated secret is pushed on request (Okta never shows the one it has).
+    let mut rotated = config.clone();
+    rotated.hook.secret = Some("rotated-webhook-secret".to_string().into());
+    let rotated_app = okta_port::App::new(&rotated).unwrap();
+    assert!(
+        !rotated_app.ensure_hook(Some(&url)).await.unwrap().changed(),
+        "not detectable without asking"
+    );
+    let pushed = rotated_app.ensure_hook_with(Some(&url), true).await.unwrap();
+    assert!(pushed.events_updated && pushed.verified, "{pushed:?}");
+    assert_eq!(
+        env.okta.hook_secret(&first.id).map(|(_, v)| v).as_deref(),
+        Some("rotated-webhook-secret")
+    );
+
     // Where nothing answers the challenge, verification fails with a clear error.
     let err = app
         .ensure_hook(Some("http://127.0.0.1:1/okta-hook"))

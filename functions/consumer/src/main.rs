@@ -3,13 +3,13 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use okta_port::App;
 use okta_port::live::{AppProcessor, GroupProcessor, Processor, UserProcessor};
+use okta_port::{App, metrics};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     okta_port::telemetry::init_lambda();
-    let app = App::from_env()?;
+    let app = App::from_environment().await?;
     // One processor per resource kind, in convergence order (relation targets first).
     let processors: Vec<Box<dyn Processor>> = vec![
         Box::new(GroupProcessor),
@@ -22,6 +22,12 @@ async fn main() -> Result<(), Error> {
             let messages = okta_port::live::sqs_messages(event.payload);
             let report = app.apply_batch(&messages, processors).await;
             tracing::info!(?report, "batch done");
+            let lags = metrics::applied_event_lags(&messages, &report, processors);
+            metrics::emit_stdout(&metrics::consumer(
+                &report,
+                &lags,
+                Some(&event.context.request_id),
+            ));
             let mut response = SqsBatchResponse::default();
             for id in report.failed_messages {
                 let mut failure = BatchItemFailure::default();

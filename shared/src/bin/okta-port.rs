@@ -35,6 +35,10 @@ enum Command {
         /// The webhook's URL (its Function URL); default WEBHOOK_URL.
         #[arg(long)]
         url: Option<String>,
+        /// Also push OKTA_WEBHOOK_SECRET to an existing hook (after rotating it): Okta
+        /// never shows the secret it has, so this cannot be detected.
+        #[arg(long)]
+        update_secret: bool,
     },
 }
 
@@ -42,7 +46,8 @@ enum Command {
 async fn main() -> ExitCode {
     okta_port::telemetry::init_cli("info");
     let cli = Cli::parse();
-    let app = match App::from_env() {
+    // The environment, with SECRETS_ARN's secret merged under it when that is set.
+    let app = match App::from_environment().await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("okta-port: {e}");
@@ -83,19 +88,21 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::EnsureHook { url } => match app.ensure_hook(url.as_deref()).await {
-            Ok(outcome) => {
-                println!("{}", serde_json::to_string_pretty(&outcome).expect("serializes"));
-                if !outcome.changed() {
-                    eprintln!("the event hook was already up to date");
+        Command::EnsureHook { url, update_secret } => {
+            match app.ensure_hook_with(url.as_deref(), update_secret).await {
+                Ok(outcome) => {
+                    println!("{}", serde_json::to_string_pretty(&outcome).expect("serializes"));
+                    if !outcome.changed() {
+                        eprintln!("the event hook was already up to date");
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("okta-port: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("okta-port: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Blueprints => match app.ensure_blueprints().await {
             Ok(created) if created.is_empty() => {
                 println!("all blueprints exist");

@@ -1,7 +1,8 @@
 //! Okta Management API: the `OktaDirectory` trait the sync core reads through, and
-//! `Client`, its HTTP implementation (SSWS auth, Link pagination, per-bucket throttling,
-//! bounded concurrency, retries).
+//! `Client`, its HTTP implementation (SSWS or OAuth service-app auth through [`OktaAuth`],
+//! Link pagination, per-bucket throttling, bounded concurrency, retries).
 
+pub mod auth;
 mod ratelimit;
 
 use std::future::Future;
@@ -9,15 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LINK};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK};
 use reqwest::{Method, StatusCode};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use url::Url;
 
+pub use auth::OktaAuth;
 pub use ratelimit::{Budget, RateLimiter, bucket_of};
 
 use crate::config::OktaConfig;
@@ -33,7 +34,7 @@ pub const APP_USERS_PAGE: u32 = 500;
 /// 429s one request may wait out before giving up.
 const MAX_RATE_LIMIT_WAITS: u32 = 10;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum OktaError {
     /// Okta answered with an error status; `code` and `id` are Okta's `errorCode`/`errorId`.
     #[error("Okta answered {status} on {endpoint}: {code} {summary} (errorId {id})")]
@@ -46,6 +47,19 @@ pub enum OktaError {
     },
     #[error("Okta request to {endpoint} failed: {message}")]
     Transport { endpoint: String, message: String },
+    /// The org authorization server refused a token request; `error` and `description`
+    /// are Okta's `error` and `error_description` (`invalid_client`, `invalid_scope`,
+    /// `invalid_dpop_proof`, ...).
+    #[error("Okta refused the OAuth access token ({status} on {endpoint}): {error}: {description}")]
+    Auth {
+        status: u16,
+        endpoint: String,
+        error: String,
+        description: String,
+    },
+    /// The credentials cannot be used (a bad key, a token that is no header value).
+    #[error("Okta credentials: {0}")]
+    Credentials(String),
     #[error("Okta rate limit on {endpoint} still exceeded after {waits} waits")]
     RateLimited { endpoint: String, waits: u32 },
     #[error("unexpected response from Okta on {endpoint}: {message}")]
@@ -101,7 +115,7 @@ pub struct Client {
 struct Inner {
     http: reqwest::Client,
     base: Url,
-    auth: HeaderValue,
+    auth: OktaAuth,
     in_flight: Semaphore,
     limiter: RateLimiter,
     retry: crate::retry::RetryPolicy,
@@ -111,14 +125,6 @@ struct Inner {
 
 impl Client {
     pub fn new(config: &OktaConfig) -> Result<Self, OktaError> {
-        let mut auth =
-            HeaderValue::from_str(&format!("SSWS {}", config.api_token.expose_secret())).map_err(|_| {
-                OktaError::InvalidResponse {
-                    endpoint: "config".into(),
-                    message: "OKTA_API_TOKEN is not a valid header value".into(),
-                }
-            })?;
-        auth.set_sensitive(true);
         let http = reqwest::Client::builder()
             .user_agent(concat!("okta-port/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout)
@@ -128,6 +134,7 @@ impl Client {
                 endpoint: "client".into(),
                 message: e.to_string(),
             })?;
+        let auth = OktaAuth::from_config(config, http.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -140,6 +147,11 @@ impl Client {
                 rate_limited: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// OAuth token requests sent so far (0 with an SSWS token).
+    pub fn token_requests(&self) -> u64 {
+        self.inner.auth.token_requests()
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
@@ -229,15 +241,22 @@ impl Client {
         let bucket = bucket_of(&endpoint);
         let mut failures = 0u32;
         let mut rate_limit_waits = 0u32;
+        // A 401 with a service-app token gets one new token, not a retry storm.
+        let mut refreshed = false;
         loop {
+            // Before the throttles: a token request must not hold a rate-limit slot.
+            let credentials = inner.auth.authorize(&method, &url).await?;
             inner.limiter.acquire(bucket).await;
             let permit = inner.in_flight.acquire().await.expect("semaphore never closed");
             inner.calls.fetch_add(1, Ordering::Relaxed);
             let mut request = inner
                 .http
                 .request(method.clone(), url.clone())
-                .header(AUTHORIZATION, inner.auth.clone())
+                .header(AUTHORIZATION, credentials.authorization)
                 .header(ACCEPT, "application/json");
+            if let Some(proof) = credentials.dpop {
+                request = request.header("DPoP", proof);
+            }
             if method != Method::GET {
                 // Okta answers 411 to a body-less write without a length.
                 request = request
@@ -297,6 +316,11 @@ impl Client {
                     waits: rate_limit_waits,
                 });
             }
+            if status == StatusCode::UNAUTHORIZED && inner.auth.refreshable() && !refreshed {
+                refreshed = true;
+                inner.auth.invalidate(credentials.generation).await;
+                continue;
+            }
             let error = api_error(status, &endpoint, &body, &headers);
             if status.is_server_error() && retry_server_errors {
                 failures += 1;
@@ -337,6 +361,22 @@ impl Client {
             )
             .await?;
         Ok(apps.into_iter().map(|a| a.id).collect())
+    }
+
+    /// The user's group objects, as Okta returns them (for configured mappings' `.groups`).
+    pub async fn user_groups(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        self.list(&format!("/api/v1/users/{}/groups", encode_segment(id)), &[])
+            .await
+    }
+
+    /// The app objects assigned to the user, directly or through a group.
+    pub async fn user_apps(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        let filter = format!("user.id eq \"{id}\"");
+        self.list(
+            "/api/v1/apps",
+            &[("filter", &filter), ("limit", &APPS_PAGE.to_string())],
+        )
+        .await
     }
 
     pub async fn get_group(&self, id: &str) -> Result<Option<Value>, OktaError> {
@@ -479,6 +519,7 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::HeaderValue;
 
     #[test]
     fn next_link_is_found_among_several() {

@@ -1,5 +1,9 @@
-//! Okta objects → Port entities (design §3), behind the `Mapping` trait so that another
-//! mapping (a jq configuration) can take the default's place.
+//! Okta objects → Port entities (design §3), behind the `Mapping` trait: the hand-written
+//! `DefaultMapping`, and `JqMapping` (`jq.rs`), a port-app-config (`config.rs`) in Ocean's
+//! format evaluated with jaq.
+
+pub mod config;
+pub mod jq;
 
 use std::collections::HashMap;
 
@@ -27,6 +31,21 @@ pub const USER_STATUSES: [&str; 8] = [
 pub enum MappingError {
     #[error("{kind} object without an id")]
     MissingId { kind: &'static str },
+    /// A jq expression of the configuration failed on this object.
+    #[error("resources[{resource}].{field}: {message}")]
+    Jq {
+        resource: usize,
+        field: String,
+        message: String,
+    },
+}
+
+/// The kinds of Okta objects, in the order they are converged (relation targets first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    Group,
+    App,
+    User,
 }
 
 /// One entity to write, with its blueprint.
@@ -44,6 +63,11 @@ pub struct UserLinks<'a> {
     pub applications: Option<&'a [String]>,
     /// The resolved manager's Okta id; `Some(None)` = resolved to no manager.
     pub manager: Option<Option<&'a str>>,
+    /// The user's group objects, when the caller has them (what a jq mapping sees as
+    /// `.groups`); `None` with `groups` set means only the ids are at hand.
+    pub group_objects: Option<&'a [&'a Value]>,
+    /// The user's app objects (`.applications` in a jq mapping), likewise.
+    pub app_objects: Option<&'a [&'a Value]>,
 }
 
 /// How Okta objects become Port entities.
@@ -57,9 +81,91 @@ pub trait Mapping: Send + Sync {
             .filter_map(|b| b["identifier"].as_str().map(str::to_owned))
             .collect()
     }
+    /// The blueprints objects of `kind` are written to (the live path deletes from them).
+    fn kind_blueprints(&self, kind: ObjectKind) -> Vec<String> {
+        vec![
+            match kind {
+                ObjectKind::Group => GROUP_BLUEPRINT,
+                ObjectKind::App => APP_BLUEPRINT,
+                ObjectKind::User => USER_BLUEPRINT,
+            }
+            .to_owned(),
+        ]
+    }
+    /// Whether mapping a user needs its groups and apps even when only the user object
+    /// changed (the selector, identifier or title reads them).
+    fn user_needs_links(&self) -> bool {
+        false
+    }
+    /// Whether the entities have the built-in shape that the live path's shortcuts rely on:
+    /// users in `oktaUser` with relations `groups`, `applications` and `manager`, groups
+    /// in `oktaGroup` with the `type` property.
+    fn builtin_shape(&self) -> bool {
+        true
+    }
     fn map_group(&self, group: &Value) -> Result<Vec<Mapped>, MappingError>;
     fn map_app(&self, app: &Value) -> Result<Vec<Mapped>, MappingError>;
     fn map_user(&self, user: &Value, links: &UserLinks<'_>) -> Result<Vec<Mapped>, MappingError>;
+}
+
+/// The mapping a deployment runs: the hand-written default, or a loaded configuration.
+#[derive(Debug)]
+pub enum AppMapping {
+    Builtin(DefaultMapping),
+    Jq(Box<jq::JqMapping>),
+}
+
+impl AppMapping {
+    /// `PORT_APP_CONFIG_FILE` or `PORT_APP_CONFIG` when set (compiled now; errors refuse
+    /// the configuration), else the built-in mapping.
+    pub fn load(source: &config::ConfigSource) -> Result<Self, config::MappingConfigError> {
+        match source {
+            config::ConfigSource::Default => Ok(AppMapping::Builtin(DefaultMapping)),
+            other => Ok(AppMapping::Jq(Box::new(jq::JqMapping::load(other)?))),
+        }
+    }
+
+    /// `entityDeletionThreshold` of a loaded configuration.
+    pub fn deletion_threshold(&self) -> Option<f64> {
+        match self {
+            AppMapping::Builtin(_) => None,
+            AppMapping::Jq(m) => m.deletion_threshold(),
+        }
+    }
+
+    fn inner(&self) -> &dyn Mapping {
+        match self {
+            AppMapping::Builtin(m) => m,
+            AppMapping::Jq(m) => m.as_ref(),
+        }
+    }
+}
+
+impl Mapping for AppMapping {
+    fn blueprints(&self) -> Vec<Value> {
+        self.inner().blueprints()
+    }
+    fn blueprint_ids(&self) -> Vec<String> {
+        self.inner().blueprint_ids()
+    }
+    fn kind_blueprints(&self, kind: ObjectKind) -> Vec<String> {
+        self.inner().kind_blueprints(kind)
+    }
+    fn user_needs_links(&self) -> bool {
+        self.inner().user_needs_links()
+    }
+    fn builtin_shape(&self) -> bool {
+        self.inner().builtin_shape()
+    }
+    fn map_group(&self, group: &Value) -> Result<Vec<Mapped>, MappingError> {
+        self.inner().map_group(group)
+    }
+    fn map_app(&self, app: &Value) -> Result<Vec<Mapped>, MappingError> {
+        self.inner().map_app(app)
+    }
+    fn map_user(&self, user: &Value, links: &UserLinks<'_>) -> Result<Vec<Mapped>, MappingError> {
+        self.inner().map_user(user, links)
+    }
 }
 
 /// The built-in mapping: blueprints and properties of Port's own Okta integration.
@@ -391,6 +497,7 @@ mod tests {
             groups: Some(&groups),
             applications: None,
             manager: Some(None),
+            ..UserLinks::default()
         };
         let mapped = DefaultMapping.map_user(&u, &links).unwrap();
         let e = &mapped[0].entity;

@@ -1,0 +1,624 @@
+//! CloudWatch metrics through the Embedded Metric Format: each document is one JSON line on
+//! stdout, which Lambda ships to CloudWatch Logs, which extracts the metrics. No
+//! PutMetricData call, so no IAM permission and no latency.
+//!
+//! Every document has the `Function` dimension; per-blueprint documents also declare
+//! `[Function, Blueprint]`, so each metric can be read per blueprint or summed per function.
+//! The emitters below build the documents; `emit` writes them to any `Write` (stdout in the
+//! functions, a buffer in tests).
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::events::QueuedEvent;
+use crate::live::{BatchReport, Processor};
+use crate::report::Report;
+
+/// The CloudWatch namespace of every metric.
+pub const NAMESPACE: &str = "OktaPort";
+/// EMF allows at most 100 values in one metric's array.
+pub const MAX_VALUES: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// One EMF document: the `Function` dimension, optional further dimensions, metrics and
+/// plain properties (searchable in Logs Insights, not metrics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    dimensions: Vec<(String, String)>,
+    metrics: Vec<(String, Unit, Value)>,
+    properties: Map<String, Value>,
+}
+
+impl Document {
+    pub fn new(function: &str) -> Self {
+        Self {
+            dimensions: vec![("Function".into(), function.into())],
+            metrics: Vec::new(),
+            properties: Map::new(),
+        }
+    }
+
+    /// Adds a dimension: the document then declares both `[Function]` and
+    /// `[Function, <every added dimension>]`.
+    pub fn dimension(mut self, name: &str, value: &str) -> Self {
+        self.dimensions.push((name.into(), value.into()));
+        self
+    }
+
+    /// A property that is not a metric (say, the request id).
+    pub fn property(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.properties.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn count(mut self, name: &str, value: u64) -> Self {
+        self.metrics.push((name.into(), Unit::Count, json!(value)));
+        self
+    }
+
+    pub fn millis(mut self, name: &str, value: u64) -> Self {
+        self.metrics.push((name.into(), Unit::Milliseconds, json!(value)));
+        self
+    }
+
+    /// Several values of one metric (at most `MAX_VALUES`; EMF counts each as a sample).
+    pub fn values(mut self, name: &str, unit: Unit, values: &[u64]) -> Self {
+        debug_assert!(values.len() <= MAX_VALUES);
+        self.metrics.push((name.into(), unit, json!(values)));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_empty()
+    }
+
+    /// The document as EMF JSON, stamped `timestamp_ms` (milliseconds since the epoch).
+    pub fn to_json(&self, timestamp_ms: i64) -> Value {
+        let names: Vec<&str> = self.dimensions.iter().map(|(n, _)| n.as_str()).collect();
+        let mut sets = vec![vec!["Function"]];
+        if names.len() > 1 {
+            sets.push(names);
+        }
+        let metrics: Vec<Value> = self
+            .metrics
+            .iter()
+            .map(|(name, unit, _)| json!({ "Name": name, "Unit": unit.as_str() }))
+            .collect();
+        let mut root = self.properties.clone();
+        for (name, value) in &self.dimensions {
+            root.insert(name.clone(), json!(value));
+        }
+        for (name, _, value) in &self.metrics {
+            root.insert(name.clone(), value.clone());
+        }
+        root.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{ "Namespace": NAMESPACE, "Dimensions": sets, "Metrics": metrics }],
+            }),
+        );
+        Value::Object(root)
+    }
+}
+
+/// Writes each document as one line (one `write_all`, so lines never interleave with log
+/// lines written by another thread to the same stdout).
+pub fn emit(out: &mut dyn Write, documents: &[Document]) -> io::Result<()> {
+    let now = Utc::now().timestamp_millis();
+    for document in documents.iter().filter(|d| !d.is_empty()) {
+        let mut line = document.to_json(now).to_string();
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()
+}
+
+/// `emit` to stdout; a failure to write metrics is logged, never fatal.
+pub fn emit_stdout(documents: &[Document]) {
+    if let Err(e) = emit(&mut io::stdout().lock(), documents) {
+        tracing::warn!(error = %e, "could not write metrics");
+    }
+}
+
+fn with_request_id(document: Document, request_id: Option<&str>) -> Document {
+    match request_id {
+        Some(id) => document.property("requestId", id),
+        None => document,
+    }
+}
+
+/// The resync function's metrics. `report` is `None` when the run stopped before producing
+/// one; `failed` says whether the invocation fails (`ResyncFailed` 1). A dry run writes
+/// nothing, so it reports no entity counts.
+pub fn resync(report: Option<&Report>, failed: bool, request_id: Option<&str>) -> Vec<Document> {
+    const FUNCTION: &str = "resync";
+    let mut run =
+        with_request_id(Document::new(FUNCTION), request_id).count("ResyncFailed", u64::from(failed));
+    let mut documents = Vec::new();
+    if let Some(report) = report {
+        run = run
+            .count("OktaCalls", report.okta.calls)
+            .count("PortCalls", report.port.calls)
+            .count("Okta429s", report.okta.rate_limited)
+            .count("Port429s", report.port.rate_limited)
+            .millis(
+                "RateLimitWaitMs",
+                report.okta.rate_limit_wait_ms + report.port.rate_limit_wait_ms,
+            )
+            .millis("DurationMs", report.duration_ms)
+            .count("Unmapped", report.unmapped.len() as u64)
+            .property("dryRun", report.dry_run);
+        if !report.dry_run {
+            for (blueprint, b) in &report.blueprints {
+                documents.push(
+                    with_request_id(Document::new(FUNCTION), request_id)
+                        .dimension("Blueprint", blueprint)
+                        .count("EntitiesCreated", b.created as u64)
+                        .count("EntitiesUpdated", b.updated as u64)
+                        .count("EntitiesUnchanged", b.unchanged as u64)
+                        .count("EntitiesDeleted", b.deleted as u64)
+                        .count("EntitiesFailed", b.failed.len() as u64),
+                );
+            }
+        }
+    }
+    documents.insert(0, run);
+    documents
+}
+
+/// What one webhook request did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookOutcome {
+    /// Events in the delivery.
+    pub received: usize,
+    /// Events okta-port does not handle, dropped.
+    pub ignored: usize,
+    /// Events the queue accepted.
+    pub queued: usize,
+    /// Why the request was refused (answered 4xx or 5xx), if it was.
+    pub refused: Option<&'static str>,
+    /// Okta's verification GET (not a delivery).
+    pub verification: bool,
+}
+
+/// The webhook function's metrics for one request. A refusal's document also carries the
+/// `Reason` dimension.
+pub fn webhook(outcome: &WebhookOutcome, request_id: Option<&str>) -> Vec<Document> {
+    let mut document = with_request_id(Document::new("webhook"), request_id);
+    if outcome.verification && outcome.refused.is_none() {
+        return vec![document.count("Verifications", 1)];
+    }
+    if let Some(reason) = outcome.refused {
+        document = document.dimension("Reason", reason);
+    }
+    vec![
+        document
+            .count("EventsReceived", outcome.received as u64)
+            .count("EventsIgnored", outcome.ignored as u64)
+            .count("EventsQueued", outcome.queued as u64)
+            .count("DeliveriesRefused", u64::from(outcome.refused.is_some())),
+    ]
+}
+
+/// The consumer's metrics for one batch. `lags_ms` is the lag of each applied event (see
+/// `event_lags`); past `MAX_VALUES` they spill into further documents.
+pub fn consumer(report: &BatchReport, lags_ms: &[u64], request_id: Option<&str>) -> Vec<Document> {
+    const FUNCTION: &str = "consumer";
+    let mut chunks = lags_ms.chunks(MAX_VALUES);
+    let mut batch = with_request_id(Document::new(FUNCTION), request_id)
+        .count("Events", report.events as u64)
+        .count("Duplicates", report.duplicates as u64)
+        .count("EventsIgnored", report.ignored as u64)
+        .count("ObjectsConverged", report.converged as u64)
+        .count("FailedMessages", report.failed_messages.len() as u64)
+        .count("OktaCalls", report.okta_calls);
+    if let Some(first) = chunks.next() {
+        batch = batch.values("EventLagMs", Unit::Milliseconds, first);
+    }
+    let mut documents = vec![batch];
+    documents.extend(chunks.map(|chunk| {
+        with_request_id(Document::new(FUNCTION), request_id).values("EventLagMs", Unit::Milliseconds, chunk)
+    }));
+    documents
+}
+
+/// `event_lags` as of now, for the events of `messages` that `processors` handle and
+/// whose messages did not fail.
+pub fn applied_event_lags(
+    messages: &[(String, String)],
+    report: &BatchReport,
+    processors: &[Box<dyn Processor>],
+) -> Vec<u64> {
+    let handled = |e: &QueuedEvent| processors.iter().any(|p| p.handles(&e.event_type));
+    event_lags(messages, &report.failed_messages, handled, Utc::now())
+}
+
+/// For each event of a batch that was applied (its message did not fail, a processor
+/// handles its type), the time from its Okta `published` to `now`, in milliseconds: the
+/// lag from the change in Okta to its write in Port, as of the end of the batch. Each event
+/// (by uuid) counts once; messages that are not queued events, or have no parsable
+/// `published`, are left out.
+pub fn event_lags(
+    messages: &[(String, String)],
+    failed_messages: &[String],
+    handled: impl Fn(&QueuedEvent) -> bool,
+    now: DateTime<Utc>,
+) -> Vec<u64> {
+    let failed: HashSet<&str> = failed_messages.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    messages
+        .iter()
+        .filter(|(id, _)| !failed.contains(id.as_str()))
+        .filter_map(|(_, body)| serde_json::from_str::<QueuedEvent>(body).ok())
+        .filter(|event| handled(event))
+        .filter(|event| event.uuid.as_ref().is_none_or(|u| seen.insert(u.clone())))
+        .filter_map(|event| DateTime::parse_from_rfc3339(event.published.as_deref()?).ok())
+        .map(|published| (now - published.with_timezone(&Utc)).num_milliseconds().max(0) as u64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ApiStats, BlueprintReport, Failure};
+
+    /// Emits into a buffer and parses each line back.
+    fn lines(documents: &[Document]) -> Vec<Value> {
+        let mut out = Vec::new();
+        emit(&mut out, documents).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with('\n'));
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("each line is one JSON document"))
+            .collect()
+    }
+
+    /// Metric name → unit, as declared in the directive.
+    fn declared(doc: &Value) -> Vec<(String, String)> {
+        doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["Name"].as_str().unwrap().to_owned(),
+                    m["Unit"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every declared metric and dimension has a value at the root (EMF drops it otherwise).
+    fn assert_valid(doc: &Value) {
+        let aws = &doc["_aws"];
+        assert!(aws["Timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+        let directive = &aws["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        for set in directive["Dimensions"].as_array().unwrap() {
+            for name in set.as_array().unwrap() {
+                assert!(
+                    doc[name.as_str().unwrap()].is_string(),
+                    "dimension {name} in {doc}"
+                );
+            }
+        }
+        for (name, _) in declared(doc) {
+            let value = &doc[&name];
+            assert!(
+                value.is_number() || value.as_array().is_some_and(|a| a.iter().all(Value::is_number)),
+                "metric {name} in {doc}"
+            );
+        }
+    }
+
+    fn report() -> Report {
+        let mut report = Report {
+            duration_ms: 1234,
+            okta: ApiStats {
+                calls: 146,
+                rate_limited: 2,
+                rate_limit_wait_ms: 500,
+            },
+            port: ApiStats {
+                calls: 40,
+                rate_limited: 1,
+                rate_limit_wait_ms: 250,
+            },
+            ..Report::default()
+        };
+        *report.blueprint("oktaUser") = BlueprintReport {
+            created: 3,
+            updated: 2,
+            unchanged: 10,
+            deleted: 1,
+            failed: vec![Failure {
+                identifier: "00u1".into(),
+                reason: "422".into(),
+            }],
+            plan: None,
+        };
+        report.blueprint("oktaGroup").created = 5;
+        report
+    }
+
+    #[test]
+    fn resync_documents() {
+        let docs = lines(&resync(Some(&report()), true, Some("req-1")));
+        assert_eq!(docs.len(), 3, "the run, then one per blueprint");
+        docs.iter().for_each(assert_valid);
+
+        let run = &docs[0];
+        assert_eq!(run["Function"], "resync");
+        assert_eq!(run["requestId"], "req-1");
+        assert_eq!(
+            run["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"]])
+        );
+        assert_eq!(run["ResyncFailed"], 1);
+        assert_eq!(run["OktaCalls"], 146);
+        assert_eq!(run["PortCalls"], 40);
+        assert_eq!(run["Okta429s"], 2);
+        assert_eq!(run["RateLimitWaitMs"], 750);
+        assert_eq!(run["DurationMs"], 1234);
+        let units = declared(run);
+        assert!(units.contains(&("DurationMs".into(), "Milliseconds".into())));
+        assert!(units.contains(&("OktaCalls".into(), "Count".into())));
+        assert!(units.contains(&("ResyncFailed".into(), "Count".into())));
+
+        // BTreeMap order: oktaGroup, oktaUser.
+        let user = &docs[2];
+        assert_eq!(user["Blueprint"], "oktaUser");
+        assert_eq!(user["Function"], "resync");
+        assert_eq!(
+            user["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"], ["Function", "Blueprint"]])
+        );
+        for (name, value) in [
+            ("EntitiesCreated", 3),
+            ("EntitiesUpdated", 2),
+            ("EntitiesUnchanged", 10),
+            ("EntitiesDeleted", 1),
+            ("EntitiesFailed", 1),
+        ] {
+            assert_eq!(user[name], value, "{name}");
+        }
+        assert_eq!(docs[1]["Blueprint"], "oktaGroup");
+        assert_eq!(docs[1]["EntitiesCreated"], 5);
+    }
+
+    #[test]
+    fn resync_without_report_and_dry_run() {
+        let docs = lines(&resync(None, true, None));
+        assert_eq!(docs.len(), 1);
+        assert_valid(&docs[0]);
+        assert_eq!(docs[0]["ResyncFailed"], 1);
+        assert!(docs[0].get("requestId").is_none());
+        assert_eq!(declared(&docs[0]).len(), 1);
+
+        let mut dry = report();
+        dry.dry_run = true;
+        let docs = lines(&resync(Some(&dry), false, None));
+        assert_eq!(docs.len(), 1, "a dry run writes no entities");
+        assert_eq!(docs[0]["ResyncFailed"], 0);
+        assert_eq!(docs[0]["dryRun"], true);
+    }
+
+    #[test]
+    fn webhook_documents() {
+        let accepted = WebhookOutcome {
+            received: 5,
+            ignored: 2,
+            queued: 3,
+            ..WebhookOutcome::default()
+        };
+        let docs = lines(&webhook(&accepted, Some("r")));
+        assert_eq!(docs.len(), 1);
+        assert_valid(&docs[0]);
+        assert_eq!(docs[0]["Function"], "webhook");
+        assert_eq!(
+            (
+                &docs[0]["EventsReceived"],
+                &docs[0]["EventsIgnored"],
+                &docs[0]["EventsQueued"],
+                &docs[0]["DeliveriesRefused"]
+            ),
+            (&json!(5), &json!(2), &json!(3), &json!(0))
+        );
+        assert_eq!(
+            docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"]])
+        );
+
+        let refused = WebhookOutcome {
+            refused: Some("unauthorized"),
+            ..WebhookOutcome::default()
+        };
+        let docs = lines(&webhook(&refused, None));
+        assert_valid(&docs[0]);
+        assert_eq!(docs[0]["DeliveriesRefused"], 1);
+        assert_eq!(docs[0]["Reason"], "unauthorized");
+        assert_eq!(
+            docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"], ["Function", "Reason"]])
+        );
+
+        let verification = WebhookOutcome {
+            verification: true,
+            ..WebhookOutcome::default()
+        };
+        let docs = lines(&webhook(&verification, None));
+        assert_eq!(docs[0]["Verifications"], 1);
+        assert!(docs[0].get("DeliveriesRefused").is_none());
+    }
+
+    fn message(id: &str, uuid: &str, event_type: &str, published: Option<&str>) -> (String, String) {
+        let mut body = json!({ "uuid": uuid, "eventType": event_type, "targets": [] });
+        if let Some(p) = published {
+            body["published"] = json!(p);
+        }
+        (id.to_owned(), body.to_string())
+    }
+
+    #[test]
+    fn lags_count_applied_events_once() {
+        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:10Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let messages = vec![
+            message(
+                "m1",
+                "e1",
+                "user.lifecycle.create",
+                Some("2026-11-28T12:00:00.000Z"),
+            ),
+            message(
+                "m2",
+                "e2",
+                "user.lifecycle.create",
+                Some("2026-11-28T12:00:09.500Z"),
+            ),
+            // Failed message: not written.
+            message(
+                "m3",
+                "e3",
+                "user.lifecycle.create",
+                Some("2026-11-28T11:00:00.000Z"),
+            ),
+            // Duplicate of e1.
+            message(
+                "m4",
+                "e1",
+                "user.lifecycle.create",
+                Some("2026-11-28T12:00:00.000Z"),
+            ),
+            // No processor handles it.
+            message("m5", "e5", "user.session.start", Some("2026-11-28T11:00:00.000Z")),
+            // No published time, or not a queued event at all.
+            message("m6", "e6", "user.lifecycle.create", None),
+            ("m7".into(), "not json".into()),
+            // Published after `now` (clock skew): zero, not negative.
+            message("m8", "e8", "user.lifecycle.create", Some("2026-11-28T12:00:11Z")),
+        ];
+        let lags = event_lags(
+            &messages,
+            &["m3".to_owned()],
+            |e| e.event_type.starts_with("user.lifecycle."),
+            now,
+        );
+        assert_eq!(lags, vec![10_000, 500, 0]);
+    }
+
+    #[test]
+    fn consumer_documents() {
+        let report = BatchReport {
+            failed_messages: vec!["m3".into()],
+            events: 7,
+            duplicates: 1,
+            ignored: 1,
+            converged: 4,
+            okta_calls: 9,
+            ..BatchReport::default()
+        };
+        let docs = lines(&consumer(&report, &[10_000, 500], Some("req")));
+        assert_eq!(docs.len(), 1);
+        assert_valid(&docs[0]);
+        assert_eq!(docs[0]["Function"], "consumer");
+        assert_eq!(docs[0]["Events"], 7);
+        assert_eq!(docs[0]["Duplicates"], 1);
+        assert_eq!(docs[0]["FailedMessages"], 1);
+        assert_eq!(docs[0]["OktaCalls"], 9);
+        assert_eq!(docs[0]["EventLagMs"], json!([10_000, 500]));
+        assert!(declared(&docs[0]).contains(&("EventLagMs".into(), "Milliseconds".into())));
+
+        // No applied event: no lag metric at all (an empty array is not valid EMF).
+        let docs = lines(&consumer(&report, &[], None));
+        assert!(docs[0].get("EventLagMs").is_none());
+        assert!(!declared(&docs[0]).iter().any(|(n, _)| n == "EventLagMs"));
+
+        // Over 100 values spill into further documents of at most 100.
+        let lags: Vec<u64> = (0..250).collect();
+        let docs = lines(&consumer(&report, &lags, None));
+        assert_eq!(docs.len(), 3);
+        docs.iter().for_each(assert_valid);
+        let sizes: Vec<usize> = docs
+            .iter()
+            .map(|d| d["EventLagMs"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(sizes, vec![100, 100, 50]);
+        assert_eq!(docs[0]["Events"], 7);
+        assert!(docs[1].get("Events").is_none(), "counts are emitted once");
+    }
+
+    #[tokio::test]
+    async fn the_webhook_counts_what_each_request_did() {
+        use crate::queue::MemoryQueue;
+        use crate::webhook::{WebhookConfig, handle_counted};
+        use lambda_http::{Body, http};
+
+        let config =
+            WebhookConfig::from_lookup(|k| (k == "OKTA_WEBHOOK_SECRET").then(|| "s3cret".into())).unwrap();
+        let queue = MemoryQueue::default();
+        let delivery = json!({ "eventId": "d1", "data": { "events": [
+            { "uuid": "u1", "eventType": "group.user_membership.add", "target": [] },
+            { "uuid": "u2", "eventType": "user.session.start", "target": [] },
+            { "uuid": "u3", "eventType": "group.profile.update", "target": [] },
+        ] } });
+        let post = |secret: &str| {
+            http::Request::builder()
+                .method("POST")
+                .header("authorization", secret)
+                .body(Body::from(delivery.to_string()))
+                .unwrap()
+        };
+        let (response, outcome) = handle_counted(&post("s3cret"), &config, &queue).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            outcome,
+            WebhookOutcome {
+                received: 3,
+                ignored: 1,
+                queued: 2,
+                ..WebhookOutcome::default()
+            }
+        );
+        let (response, outcome) = handle_counted(&post("wrong"), &config, &queue).await;
+        assert_eq!(response.status(), 401);
+        assert_eq!(outcome.refused, Some("unauthorized"));
+        queue.set_failing(true);
+        let (response, outcome) = handle_counted(&post("s3cret"), &config, &queue).await;
+        assert_eq!(response.status(), 503);
+        assert_eq!((outcome.refused, outcome.queued), (Some("queue_unavailable"), 0));
+        let verify = http::Request::builder()
+            .method("GET")
+            .header("x-okta-verification-challenge", "c")
+            .body(Body::Empty)
+            .unwrap();
+        let (_, outcome) = handle_counted(&verify, &config, &queue).await;
+        assert!(outcome.verification && outcome.refused.is_none());
+    }
+
+    #[test]
+    fn empty_documents_are_not_written() {
+        let mut out = Vec::new();
+        emit(&mut out, &[Document::new("x")]).unwrap();
+        assert!(out.is_empty());
+    }
+}

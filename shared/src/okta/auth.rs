@@ -1,0 +1,791 @@
+//! Okta credentials: where each Management API request gets its `Authorization` (and
+//! `DPoP`) header from.
+//!
+//! - [`OktaAuth::Ssws`]: the API token, `Authorization: SSWS <token>`.
+//! - [`OktaAuth::ServiceApp`]: an OAuth 2.0 service app. Access tokens come from the org
+//!   authorization server (`POST {org}/oauth2/v1/token`) by client credentials with
+//!   `private_key_jwt` client authentication (a client assertion signed RS256 or ES256 with
+//!   the app's key). Every token request carries a DPoP proof (RFC 9449) made with a P-256
+//!   key generated for this process; Okta's `use_dpop_nonce` answer is met once by
+//!   rebuilding the proof with the nonce it sends. A `token_type: "DPoP"` token is sent as
+//!   `Authorization: DPoP <token>` with a fresh proof per call (`htm`, `htu`, `iat`, `jti`,
+//!   `ath`); a `Bearer` token (an app without DPoP) as plain `Authorization: Bearer`.
+//!
+//! Tokens are cached until shortly before `expires_in`. One token request runs at a time;
+//! callers arriving meanwhile wait for it and share its token. After a 401 the caller
+//! invalidates the token it used ([`OktaAuth::invalidate`]); only the first invalidation of
+//! a given token takes effect, so a burst of 401s costs one token request.
+//!
+//! Never logged or put in an error: the private key, the assertion, the access token.
+//! Okta's `error` and `error_description` are.
+//!
+//! `htu` of a resource proof is the request URL without its query string and fragment, as
+//! RFC 9449 §4.3 has the server compare it; Okta does not document otherwise.
+
+use std::fmt;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::jwk::{CommonParameters, Jwk};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::OktaError;
+use crate::config::{OktaConfig, ServiceAppConfig};
+
+/// Token requests one credential fetch may make: the first, and one retry with the DPoP
+/// nonce Okta asked for (plus one more in case the nonce rotated in between). A nonce that
+/// keeps changing past this is an error, not a loop.
+pub const MAX_TOKEN_ATTEMPTS: u32 = 3;
+/// Lifetime of a client assertion (Okta accepts up to an hour; keep it short).
+const ASSERTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Renew a token this long before it expires, at most (a tenth of its life for short ones).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The headers one API request carries, and the token generation they came from (for
+/// [`OktaAuth::invalidate`]).
+pub struct RequestAuth {
+    pub authorization: HeaderValue,
+    pub dpop: Option<HeaderValue>,
+    pub generation: u64,
+}
+
+/// The credential provider of the Okta client.
+pub enum OktaAuth {
+    Ssws(HeaderValue),
+    ServiceApp(Box<ServiceApp>),
+}
+
+impl fmt::Debug for OktaAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OktaAuth::Ssws(_) => f.write_str("OktaAuth::Ssws([REDACTED])"),
+            OktaAuth::ServiceApp(app) => f
+                .debug_struct("OktaAuth::ServiceApp")
+                .field("client_id", &app.client_id)
+                .field("key_id", &app.key_id)
+                .field("alg", &app.alg)
+                .field("scopes", &app.scopes)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl OktaAuth {
+    /// The provider the configuration chose. `http` serves the token requests.
+    pub fn from_config(config: &OktaConfig, http: reqwest::Client) -> Result<Self, OktaError> {
+        match &config.service_app {
+            Some(app) => {
+                let token_url = config
+                    .base_url
+                    .join("/oauth2/v1/token")
+                    .map_err(|e| OktaError::Credentials(format!("token URL: {e}")))?;
+                Ok(OktaAuth::ServiceApp(Box::new(ServiceApp::new(
+                    app, token_url, http,
+                )?)))
+            }
+            None => {
+                let mut value = HeaderValue::from_str(&format!("SSWS {}", config.api_token.expose_secret()))
+                    .map_err(|_| {
+                        OktaError::Credentials("OKTA_API_TOKEN is not a valid header value".into())
+                    })?;
+                value.set_sensitive(true);
+                Ok(OktaAuth::Ssws(value))
+            }
+        }
+    }
+
+    /// Whether a 401 may be cured by a new token (SSWS tokens do not change).
+    pub fn refreshable(&self) -> bool {
+        matches!(self, OktaAuth::ServiceApp(_))
+    }
+
+    /// The headers for one request to `url`.
+    pub async fn authorize(&self, method: &Method, url: &Url) -> Result<RequestAuth, OktaError> {
+        match self {
+            OktaAuth::Ssws(value) => Ok(RequestAuth {
+                authorization: value.clone(),
+                dpop: None,
+                generation: 0,
+            }),
+            OktaAuth::ServiceApp(app) => app.authorize(method, url).await,
+        }
+    }
+
+    /// The token of `generation` was refused (401): drop it so the next request gets a new
+    /// one, unless another caller already did.
+    pub async fn invalidate(&self, generation: u64) {
+        if let OktaAuth::ServiceApp(app) = self {
+            let mut cached = app.cached.lock().await;
+            if cached.as_ref().is_some_and(|t| t.generation == generation) {
+                tracing::info!("Okta refused the access token; a new one will be requested");
+                *cached = None;
+            }
+        }
+    }
+
+    /// Token requests sent so far (each attempt counts, nonce retries included).
+    pub fn token_requests(&self) -> u64 {
+        match self {
+            OktaAuth::Ssws(_) => 0,
+            OktaAuth::ServiceApp(app) => app.token_requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The private key a service app signs its client assertions with.
+pub struct ClientKey {
+    key: EncodingKey,
+    alg: Algorithm,
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientKey {
+    /// Parses `OKTA_PRIVATE_KEY`: a PEM private key (PKCS#8 `PRIVATE KEY`, PKCS#1
+    /// `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`) or a private JWK (JSON, RSA or P-256).
+    /// RSA keys sign RS256, P-256 keys ES256. Errors never quote the key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        // Environment variables and secrets often carry PEM with escaped newlines.
+        let text = text.trim().replace("\\n", "\n");
+        let key = if text.starts_with('{') {
+            Self::from_jwk(&text)?
+        } else if text.starts_with("-----BEGIN") {
+            Self::from_pem(&text)?
+        } else {
+            return Err(
+                "expected a PEM private key (-----BEGIN PRIVATE KEY-----) or a private JWK (JSON)".into(),
+            );
+        };
+        // Prove the key signs now rather than at the first token request.
+        jsonwebtoken::encode(&Header::new(key.alg), &serde_json::json!({}), &key.key)
+            .map_err(|e| format!("the key cannot sign {:?}: {}", key.alg, e.kind_name()))?;
+        Ok(key)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    fn from_pem(text: &str) -> Result<Self, String> {
+        let block = pem::parse(text).map_err(|_| "the PEM block cannot be read".to_owned())?;
+        match block.tag() {
+            "PRIVATE KEY" => {
+                if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, block.contents())
+                {
+                    return ec_key(&pair);
+                }
+                if aws_lc_rs::rsa::KeyPair::from_pkcs8(block.contents()).is_ok() {
+                    return rsa_key(text.as_bytes());
+                }
+                Err("the PKCS#8 key is neither RSA nor EC P-256".into())
+            }
+            "RSA PRIVATE KEY" => rsa_key(text.as_bytes()),
+            "EC PRIVATE KEY" => {
+                let pair =
+                    EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, block.contents())
+                        .map_err(|_| "the EC key is not a valid P-256 private key".to_owned())?;
+                ec_key(&pair)
+            }
+            "ENCRYPTED PRIVATE KEY" => {
+                Err("encrypted private keys are not supported; give the key unencrypted".into())
+            }
+            other => Err(format!("a PEM {other:?} block is not a private key")),
+        }
+    }
+
+    fn from_jwk(text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct PrivateJwk {
+            kty: String,
+            crv: Option<String>,
+            x: Option<String>,
+            y: Option<String>,
+            d: Option<String>,
+            n: Option<String>,
+            e: Option<String>,
+            p: Option<String>,
+            q: Option<String>,
+            dp: Option<String>,
+            dq: Option<String>,
+            qi: Option<String>,
+        }
+        // serde's errors may quote the input: report only the position.
+        let jwk: PrivateJwk = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "the JWK is not valid JSON of a key (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+        let field = |name: &str, value: &Option<String>| -> Result<Vec<u8>, String> {
+            let value = value
+                .as_deref()
+                .ok_or_else(|| format!("the {} JWK has no \"{name}\" (a public key cannot sign)", jwk.kty))?;
+            B64.decode(value.trim_end_matches('='))
+                .map_err(|_| format!("the JWK's \"{name}\" is not base64url"))
+        };
+        match jwk.kty.as_str() {
+            "EC" => {
+                if jwk.crv.as_deref() != Some("P-256") {
+                    return Err("only P-256 EC keys (ES256) are supported".into());
+                }
+                let d = field("d", &jwk.d)?;
+                let mut public = vec![0x04];
+                public.extend(field("x", &jwk.x)?);
+                public.extend(field("y", &jwk.y)?);
+                let pair = EcdsaKeyPair::from_private_key_and_public_key(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &d,
+                    &public,
+                )
+                .map_err(|_| "the EC JWK is not a consistent P-256 key".to_owned())?;
+                ec_key(&pair)
+            }
+            "RSA" => {
+                let components = aws_lc_rs::rsa::KeyPairComponents {
+                    public_key: aws_lc_rs::rsa::PublicKeyComponents {
+                        n: field("n", &jwk.n)?,
+                        e: field("e", &jwk.e)?,
+                    },
+                    d: field("d", &jwk.d)?,
+                    p: field("p", &jwk.p)?,
+                    q: field("q", &jwk.q)?,
+                    dP: field("dp", &jwk.dp)?,
+                    dQ: field("dq", &jwk.dq)?,
+                    qInv: field("qi", &jwk.qi)?,
+                };
+                let pair = aws_lc_rs::rsa::KeyPair::from_components(&components)
+                    .map_err(|_| "the RSA JWK is not a consistent RSA key (2048 bits or more)".to_owned())?;
+                let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair)
+                    .map_err(|_| "the RSA key cannot be encoded".to_owned())?;
+                let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
+                rsa_key(pem.as_bytes())
+            }
+            other => Err(format!("JWK kty {other:?} is not supported (RSA or EC)")),
+        }
+    }
+}
+
+fn ec_key(pair: &EcdsaKeyPair) -> Result<ClientKey, String> {
+    let der = pair
+        .to_pkcs8v1()
+        .map_err(|_| "the EC key cannot be encoded".to_owned())?;
+    Ok(ClientKey {
+        key: EncodingKey::from_ec_der(der.as_ref()),
+        alg: Algorithm::ES256,
+    })
+}
+
+fn rsa_key(pem: &[u8]) -> Result<ClientKey, String> {
+    let key = EncodingKey::from_rsa_pem(pem).map_err(|_| "the RSA key cannot be read".to_owned())?;
+    Ok(ClientKey {
+        key,
+        alg: Algorithm::RS256,
+    })
+}
+
+/// The per-process DPoP key pair (P-256), separate from the client key.
+struct DpopKey {
+    key: EncodingKey,
+    jwk: Jwk,
+}
+
+impl DpopKey {
+    fn generate() -> Result<Self, OktaError> {
+        let failed = || OktaError::Credentials("could not create the DPoP key".into());
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| failed())?;
+        let der = pair.to_pkcs8v1().map_err(|_| failed())?;
+        let key = EncodingKey::from_ec_der(der.as_ref());
+        // The public point, uncompressed: 0x04 || x || y.
+        let point = pair.public_key().as_ref();
+        if point.len() != 65 || point[0] != 0x04 {
+            return Err(failed());
+        }
+        let jwk = serde_json::from_value(serde_json::json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": B64.encode(&point[1..33]),
+            "y": B64.encode(&point[33..]),
+        }))
+        .map_err(|_| failed())?;
+        Ok(Self { key, jwk })
+    }
+
+    fn proof(
+        &self,
+        htm: &Method,
+        htu: &str,
+        nonce: Option<&str>,
+        ath: Option<&str>,
+    ) -> Result<HeaderValue, OktaError> {
+        #[derive(Serialize)]
+        struct Claims<'a> {
+            jti: String,
+            htm: &'a str,
+            htu: &'a str,
+            iat: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            nonce: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ath: Option<&'a str>,
+        }
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(Jwk {
+            common: CommonParameters::default(),
+            algorithm: self.jwk.algorithm.clone(),
+        });
+        let claims = Claims {
+            jti: new_jti(),
+            htm: htm.as_str(),
+            htu,
+            iat: unix_now(),
+            nonce,
+            ath,
+        };
+        let proof = jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| OktaError::Credentials(format!("could not sign a DPoP proof: {}", e.kind_name())))?;
+        HeaderValue::from_str(&proof)
+            .map_err(|_| OktaError::Credentials("DPoP proof is not a header value".into()))
+    }
+}
+
+trait KindName {
+    fn kind_name(&self) -> String;
+}
+
+impl KindName for jsonwebtoken::errors::Error {
+    /// The error's kind only: never anything that could echo key material.
+    fn kind_name(&self) -> String {
+        let kind = format!("{:?}", self.kind());
+        kind.split(['(', ' ']).next().unwrap_or_default().to_owned()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenType {
+    Bearer,
+    Dpop,
+}
+
+struct CachedToken {
+    /// The `Authorization` header value, marked sensitive.
+    authorization: HeaderValue,
+    kind: TokenType,
+    /// base64url(SHA-256(token)), the `ath` of resource proofs.
+    ath: String,
+    renew_at: Instant,
+    generation: u64,
+}
+
+/// An OAuth 2.0 service app's credentials and token cache.
+pub struct ServiceApp {
+    http: reqwest::Client,
+    token_url: Url,
+    client_id: String,
+    key_id: String,
+    key: EncodingKey,
+    alg: Algorithm,
+    scopes: String,
+    dpop: DpopKey,
+    /// Held across a token request: that is what makes it single-flight.
+    cached: tokio::sync::Mutex<Option<CachedToken>>,
+    /// The last `DPoP-Nonce` Okta sent.
+    nonce: StdMutex<Option<String>>,
+    generations: AtomicU64,
+    token_requests: AtomicU64,
+    /// Token fetches finished (successful or not), and the last failure with the fetch
+    /// number it ended: callers that waited on a failing fetch share its error instead of
+    /// each sending their own doomed request.
+    fetches: AtomicU64,
+    failure: StdMutex<Option<(u64, OktaError)>>,
+}
+
+impl ServiceApp {
+    fn new(config: &ServiceAppConfig, token_url: Url, http: reqwest::Client) -> Result<Self, OktaError> {
+        let key = ClientKey::parse(config.private_key.expose_secret())
+            .map_err(|reason| OktaError::Credentials(format!("OKTA_PRIVATE_KEY: {reason}")))?;
+        Ok(Self {
+            http,
+            token_url,
+            client_id: config.client_id.clone(),
+            key_id: config.key_id.clone(),
+            alg: key.alg,
+            key: key.key,
+            scopes: config.scopes.join(" "),
+            dpop: DpopKey::generate()?,
+            cached: tokio::sync::Mutex::new(None),
+            nonce: StdMutex::new(None),
+            generations: AtomicU64::new(0),
+            token_requests: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            failure: StdMutex::new(None),
+        })
+    }
+
+    async fn authorize(&self, method: &Method, url: &Url) -> Result<RequestAuth, OktaError> {
+        let seen = self.fetches.load(Ordering::Acquire);
+        let (authorization, kind, ath, generation) = {
+            let mut cached = self.cached.lock().await;
+            let fresh = cached.as_ref().is_some_and(|t| Instant::now() < t.renew_at);
+            if !fresh {
+                let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some((fetch, error)) = failure
+                    && fetch > seen
+                {
+                    // The fetch this caller waited on failed: its answer is ours too.
+                    return Err(error);
+                }
+                let result = self.request_token().await;
+                let fetch = self.fetches.fetch_add(1, Ordering::AcqRel) + 1;
+                let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+                match result {
+                    Ok(token) => {
+                        *failure = None;
+                        *cached = Some(token);
+                    }
+                    Err(error) => {
+                        *failure = Some((fetch, error.clone()));
+                        return Err(error);
+                    }
+                }
+            }
+            let token = cached.as_ref().expect("a token was just stored");
+            (
+                token.authorization.clone(),
+                token.kind,
+                token.ath.clone(),
+                token.generation,
+            )
+        };
+        let dpop = match kind {
+            TokenType::Bearer => None,
+            TokenType::Dpop => Some(self.dpop.proof(method, &htu(url), None, Some(&ath))?),
+        };
+        Ok(RequestAuth {
+            authorization,
+            dpop,
+            generation,
+        })
+    }
+
+    fn client_assertion(&self) -> Result<String, OktaError> {
+        #[derive(Serialize)]
+        struct Claims<'a> {
+            iss: &'a str,
+            sub: &'a str,
+            aud: &'a str,
+            iat: u64,
+            exp: u64,
+            jti: String,
+        }
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.key_id.clone());
+        let now = unix_now();
+        let claims = Claims {
+            iss: &self.client_id,
+            sub: &self.client_id,
+            aud: self.token_url.as_str(),
+            iat: now,
+            exp: now + ASSERTION_LIFETIME.as_secs(),
+            jti: new_jti(),
+        };
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| {
+            OktaError::Credentials(format!("could not sign the client assertion: {}", e.kind_name()))
+        })
+    }
+
+    /// Client credentials with `private_key_jwt` and a DPoP proof, answering
+    /// `use_dpop_nonce` with the nonce Okta sends (bounded).
+    async fn request_token(&self) -> Result<CachedToken, OktaError> {
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            access_token: String,
+            token_type: String,
+            expires_in: Option<u64>,
+            scope: Option<String>,
+        }
+        let endpoint = self.token_url.path().to_owned();
+        let htu = htu(&self.token_url);
+        let mut last_error = None;
+        for attempt in 1..=MAX_TOKEN_ATTEMPTS {
+            let nonce = self.nonce.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let proof = self.dpop.proof(&Method::POST, &htu, nonce.as_deref(), None)?;
+            let assertion = self.client_assertion()?;
+            let form = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "client_credentials")
+                .append_pair("scope", &self.scopes)
+                .append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE)
+                .append_pair("client_assertion", &assertion)
+                .finish();
+            self.token_requests.fetch_add(1, Ordering::Relaxed);
+            let response = self
+                .http
+                .post(self.token_url.clone())
+                .header("DPoP", proof)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .map_err(|e| OktaError::Transport {
+                    endpoint: endpoint.clone(),
+                    message: e.without_url().to_string(),
+                })?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.map_err(|e| OktaError::Transport {
+                endpoint: endpoint.clone(),
+                message: e.without_url().to_string(),
+            })?;
+            if let Some(new_nonce) = dpop_nonce(&headers) {
+                *self.nonce.lock().unwrap_or_else(|e| e.into_inner()) = Some(new_nonce);
+            }
+            if status.is_success() {
+                let token: TokenResponse =
+                    serde_json::from_slice(&body).map_err(|_| OktaError::InvalidResponse {
+                        endpoint: endpoint.clone(),
+                        message: "the token response is not the expected JSON".into(),
+                    })?;
+                return self.cache(
+                    token.access_token,
+                    &token.token_type,
+                    token.expires_in,
+                    token.scope,
+                    &endpoint,
+                );
+            }
+            let error = token_error(status, &endpoint, &body);
+            let retry_with_nonce = status == StatusCode::BAD_REQUEST
+                && matches!(&error, OktaError::Auth { error, .. } if error == "use_dpop_nonce")
+                && dpop_nonce(&headers).is_some();
+            if !retry_with_nonce {
+                tracing::warn!(%error, "Okta refused the access token request");
+                return Err(error);
+            }
+            tracing::debug!(
+                attempt,
+                "Okta asked for a DPoP nonce; retrying the token request with it"
+            );
+            last_error = Some(error);
+        }
+        let error = OktaError::Auth {
+            status: 400,
+            endpoint,
+            error: "use_dpop_nonce".into(),
+            description: format!(
+                "Okta still asked for a new DPoP nonce after {MAX_TOKEN_ATTEMPTS} token requests; giving up ({})",
+                last_error.map(|e| e.to_string()).unwrap_or_default()
+            ),
+        };
+        tracing::warn!(%error, "Okta refused the access token request");
+        Err(error)
+    }
+
+    fn cache(
+        &self,
+        token: String,
+        token_type: &str,
+        expires_in: Option<u64>,
+        scope: Option<String>,
+        endpoint: &str,
+    ) -> Result<CachedToken, OktaError> {
+        let kind = if token_type.eq_ignore_ascii_case("DPoP") {
+            TokenType::Dpop
+        } else if token_type.eq_ignore_ascii_case("Bearer") {
+            TokenType::Bearer
+        } else {
+            return Err(OktaError::InvalidResponse {
+                endpoint: endpoint.into(),
+                message: format!("unknown token_type {token_type:?}"),
+            });
+        };
+        let scheme = match kind {
+            TokenType::Dpop => "DPoP",
+            TokenType::Bearer => "Bearer",
+        };
+        let mut authorization =
+            HeaderValue::from_str(&format!("{scheme} {token}")).map_err(|_| OktaError::InvalidResponse {
+                endpoint: endpoint.into(),
+                message: "the access token is not a valid header value".into(),
+            })?;
+        authorization.set_sensitive(true);
+        let ath = B64.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            token.as_bytes(),
+        ));
+        // Zeroed on drop: the header value is the only copy kept.
+        drop(SecretString::from(token));
+        // Okta's service-app tokens live an hour.
+        let lifetime = Duration::from_secs(expires_in.unwrap_or(3600));
+        let margin = EXPIRY_MARGIN.min(lifetime / 10);
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(
+            token_type = scheme,
+            expires_in = lifetime.as_secs(),
+            scope = scope.as_deref().unwrap_or(""),
+            "Okta access token obtained"
+        );
+        Ok(CachedToken {
+            authorization,
+            kind,
+            ath,
+            renew_at: Instant::now() + lifetime - margin,
+            generation,
+        })
+    }
+}
+
+fn dpop_nonce(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("dpop-nonce")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// An OAuth error answer, `{"error": …, "error_description": …}`; only those two fields
+/// reach the error (never the request).
+fn token_error(status: StatusCode, endpoint: &str, body: &[u8]) -> OktaError {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct ErrorBody {
+        error: String,
+        error_description: String,
+        #[serde(rename = "errorCode")]
+        error_code: String,
+        #[serde(rename = "errorSummary")]
+        error_summary: String,
+    }
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let (error, description) = if !parsed.error.is_empty() {
+        (parsed.error, parsed.error_description)
+    } else if !parsed.error_code.is_empty() {
+        (parsed.error_code, parsed.error_summary)
+    } else {
+        ("-".to_owned(), String::new())
+    };
+    OktaError::Auth {
+        status: status.as_u16(),
+        endpoint: endpoint.into(),
+        error,
+        description,
+    }
+}
+
+/// The `htu` of a proof: the URL without query and fragment.
+fn htu(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.to_string()
+}
+
+fn new_jti() -> String {
+    B64.encode(rand::random::<[u8; 18]>())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn htu_drops_query_and_fragment() {
+        let url = Url::parse("https://x.okta.com/api/v1/users?limit=200&after=00u1#frag").unwrap();
+        assert_eq!(htu(&url), "https://x.okta.com/api/v1/users");
+    }
+
+    #[test]
+    fn token_errors_carry_okta_error_and_description() {
+        let body = br#"{"error":"invalid_scope","error_description":"The following scopes are not allowed: okta.apps.read"}"#;
+        let e = token_error(StatusCode::BAD_REQUEST, "/oauth2/v1/token", body);
+        let text = e.to_string();
+        assert!(
+            text.contains("invalid_scope") && text.contains("okta.apps.read"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_refused_without_quoting_them() {
+        for text in [
+            "not a key at all SECRETSECRET",
+            "-----BEGIN PRIVATE KEY-----\nU0VDUkVUU0VDUkVU\n-----END PRIVATE KEY-----",
+            r#"{"kty":"EC","crv":"P-256","x":"SECRETSECRET","y":"SECRETSECRET"}"#,
+            r#"{"kty":"EC","crv":"P-256","d":"SECRETSECRET","x":"AAAA","y":"AAAA"}"#,
+            r#"{"kty":"oct","k":"SECRETSECRET"}"#,
+            "{ SECRETSECRET",
+        ] {
+            let err = ClientKey::parse(text).unwrap_err();
+            assert!(
+                !err.contains("SECRETSECRET") && !err.contains("U0VDUkVU"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn generated_ec_keys_parse_as_pem_and_jwk() {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let der = pair.to_pkcs8v1().unwrap();
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
+        assert_eq!(ClientKey::parse(&pem).unwrap().algorithm(), Algorithm::ES256);
+        // Escaped newlines, as an environment variable may hold them.
+        assert_eq!(
+            ClientKey::parse(&pem.replace('\n', "\\n")).unwrap().algorithm(),
+            Algorithm::ES256
+        );
+    }
+
+    #[tokio::test]
+    async fn dpop_proofs_carry_the_claims() {
+        let key = DpopKey::generate().unwrap();
+        let url = Url::parse("https://x.okta.com/api/v1/users?limit=2").unwrap();
+        let proof = key
+            .proof(&Method::GET, &htu(&url), None, Some("ath-value"))
+            .unwrap();
+        let proof = proof.to_str().unwrap();
+        let header = jsonwebtoken::decode_header(proof).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("dpop+jwt"));
+        assert_eq!(header.alg, Algorithm::ES256);
+        let jwk = header.jwk.expect("jwk");
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        let claims = jsonwebtoken::decode::<serde_json::Value>(proof, &decoding, &validation)
+            .unwrap()
+            .claims;
+        assert_eq!(claims["htm"], "GET");
+        assert_eq!(claims["htu"], "https://x.okta.com/api/v1/users");
+        assert_eq!(claims["ath"], "ath-value");
+        assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 20));
+        assert!(claims["iat"].as_u64().is_some());
+        assert!(claims.get("nonce").is_none());
+    }
+}

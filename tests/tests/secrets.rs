@@ -1,0 +1,254 @@
+//! `secrets` against real Secrets Manager protocol (moto): a secret loaded by ARN reaches the
+//! Okta and Port clients, the environment wins over it, and a missing or malformed secret
+//! fails at cold start with an error naming the ARN or the key, never a value.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use okta_port::App;
+use okta_port::app::AppError;
+use okta_port::config::ConfigError;
+use okta_port::secrets::{Lookup, SecretValues, SecretsError};
+use okta_port::sync::RunOverrides;
+use okta_port_tests::harness::Env;
+use okta_port_tests::moto;
+use okta_port_tests::orggen::{OrgSpec, generate};
+use serde_json::json;
+
+async fn client_for(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
+
+async fn client() -> aws_sdk_secretsmanager::Client {
+    client_for(&moto::sqs_endpoint().await).await
+}
+
+/// Creates a secret with a unique name; returns its ARN.
+async fn create_secret(client: &aws_sdk_secretsmanager::Client, prefix: &str, text: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!("okta-port/{prefix}-{}-{n}-{nanos}", std::process::id());
+    client
+        .create_secret()
+        .name(name)
+        .secret_string(text)
+        .send()
+        .await
+        .expect("moto creates the secret")
+        .arn
+        .expect("CreateSecret returns the ARN")
+}
+
+/// A stand-in for the process environment.
+fn env(pairs: Vec<(&'static str, String)>) -> Lookup {
+    let map: HashMap<&'static str, String> = pairs.into_iter().collect();
+    Lookup::from_fn(move |k| map.get(k).cloned())
+}
+
+/// Log lines written while the test runs on this thread (current-thread runtime: spawned
+/// tasks run here too), at every level, SDK traces included.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn secrets_from_secrets_manager_reach_the_clients() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber =
+        okta_port::telemetry::lambda_subscriber(tracing_subscriber::EnvFilter::new("trace"), move || {
+            writer.clone()
+        });
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let sims = Env::with_org(generate(&OrgSpec {
+        users: 60,
+        groups: 6,
+        apps: 3,
+        seed: 7,
+    }))
+    .await;
+    let vars: HashMap<&str, String> = sims.variables().into_iter().collect();
+    let client = client().await;
+    // The secret holds the credentials; the environment only where to find things.
+    let secret = json!({
+        "OKTA_API_TOKEN": vars["OKTA_API_TOKEN"],
+        "PORT_CLIENT_ID": vars["PORT_CLIENT_ID"],
+        "PORT_CLIENT_SECRET": vars["PORT_CLIENT_SECRET"],
+        "OKTA_WEBHOOK_SECRET": "whsec-from-the-secret",
+    });
+    let arn = create_secret(&client, "reach", &secret.to_string()).await;
+    let lookup = env(vec![
+        ("SECRETS_ARN", arn.clone()),
+        ("OKTA_DOMAIN", vars["OKTA_DOMAIN"].clone()),
+        ("PORT_API_URL", vars["PORT_API_URL"].clone()),
+    ])
+    .with_secret(&client)
+    .await
+    .expect("the secret loads by ARN");
+    assert_eq!(
+        lookup.secret().unwrap().keys().collect::<Vec<_>>(),
+        [
+            "OKTA_API_TOKEN",
+            "OKTA_WEBHOOK_SECRET",
+            "PORT_CLIENT_ID",
+            "PORT_CLIENT_SECRET"
+        ]
+    );
+
+    // The simulators refuse wrong credentials: a complete resync proves they arrived.
+    let app = App::from_lookup(&lookup).expect("configuration from env + secret");
+    let report = app.resync(RunOverrides::default()).await.expect("resync runs");
+    assert!(report.is_success(), "{}", report.failure_summary());
+    assert_eq!(sims.catalog()["oktaUser"].len(), 60);
+    // The webhook reads its secret the same way.
+    let webhook = okta_port::webhook::WebhookConfig::from_lookup(|k| lookup.get(k)).unwrap();
+    assert!(webhook.secret.is_some());
+
+    let logged = logs.text();
+    assert!(logged.contains("secret loaded"), "{logged}");
+    for value in [
+        vars["OKTA_API_TOKEN"].as_str(),
+        vars["PORT_CLIENT_SECRET"].as_str(),
+        "whsec-from-the-secret",
+    ] {
+        assert!(!logged.contains(value), "a secret value was logged");
+        assert!(!format!("{lookup:?}").contains(value));
+    }
+}
+
+#[tokio::test]
+async fn the_environment_wins_over_the_secret() {
+    let client = client().await;
+    let secret = json!({ "OKTA_DOMAIN": "from-secret.okta.com", "OKTA_API_TOKEN": "tok-from-secret",
+                         "PORT_CLIENT_ID": "id-from-secret" });
+    let arn = create_secret(&client, "order", &secret.to_string()).await;
+    let lookup = env(vec![
+        ("SECRETS_ARN", arn),
+        ("OKTA_DOMAIN", "from-env.okta.com".into()),
+        // Empty counts as unset, as a template's blank parameter would leave it.
+        ("PORT_CLIENT_ID", String::new()),
+    ])
+    .with_secret(&client)
+    .await
+    .unwrap();
+    assert_eq!(lookup.get("OKTA_DOMAIN").as_deref(), Some("from-env.okta.com"));
+    assert_eq!(lookup.get("OKTA_API_TOKEN").as_deref(), Some("tok-from-secret"));
+    assert_eq!(lookup.get("PORT_CLIENT_ID").as_deref(), Some("id-from-secret"));
+    assert_eq!(lookup.get("PORT_CLIENT_SECRET"), None);
+}
+
+#[tokio::test]
+async fn a_secret_without_a_required_key_names_the_key() {
+    let client = client().await;
+    let secret = json!({ "OKTA_API_TOKEN": "tok", "PORT_CLIENT_ID": "id" });
+    let arn = create_secret(&client, "partial", &secret.to_string()).await;
+    let lookup = env(vec![
+        ("SECRETS_ARN", arn),
+        ("OKTA_DOMAIN", "dev-1.okta.com".into()),
+    ])
+    .with_secret(&client)
+    .await
+    .unwrap();
+    let err = App::from_lookup(&lookup).err().expect("a key is missing");
+    assert!(
+        matches!(err, AppError::Config(ConfigError::Missing("PORT_CLIENT_SECRET"))),
+        "{err}"
+    );
+    assert!(err.to_string().contains("PORT_CLIENT_SECRET"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_secret_names_the_arn() {
+    let client = client().await;
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:okta-port/absent-AbCdEf";
+    let err = env(vec![("SECRETS_ARN", arn.into())])
+        .with_secret(&client)
+        .await
+        .unwrap_err();
+    assert_eq!(err, SecretsError::NotFound { arn: arn.into() });
+    assert!(err.to_string().contains(arn), "{err}");
+    // Through App: the same error, for the cold start to fail with.
+    let err = AppError::from(err);
+    assert!(err.to_string().contains(arn), "{err}");
+}
+
+#[tokio::test]
+async fn a_non_string_value_names_the_key_not_the_value() {
+    let client = client().await;
+    let text =
+        r#"{"OKTA_API_TOKEN": "tok-ok", "PORT_CLIENT_SECRET": 987654321, "OKTA_WEBHOOK_SECRET": "wh"}"#;
+    let arn = create_secret(&client, "typed", text).await;
+    let err = env(vec![("SECRETS_ARN", arn.clone())])
+        .with_secret(&client)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SecretsError::NotAString {
+            arn: arn.clone(),
+            key: "PORT_CLIENT_SECRET".into(),
+            found: "number"
+        }
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("PORT_CLIENT_SECRET") && message.contains(&arn),
+        "{message}"
+    );
+    for value in ["987654321", "tok-ok"] {
+        assert!(!message.contains(value), "{message}");
+        assert!(!format!("{err:?}").contains(value));
+    }
+
+    // Not JSON at all: neither the text nor a value is quoted.
+    let arn = create_secret(&client, "plain", "OKTA_API_TOKEN=tok-plain").await;
+    let err = SecretValues::fetch(&client, &arn).await.unwrap_err();
+    assert!(matches!(err, SecretsError::Malformed { .. }), "{err}");
+    assert!(!err.to_string().contains("tok-plain"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_a_transport_error() {
+    // Nothing listens on a port we just closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = client_for(&format!("http://127.0.0.1:{port}")).await;
+    let err = SecretValues::fetch(&client, "okta-port/anything")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SecretsError::Transport { arn, .. } if arn == "okta-port/anything"),
+        "{err}"
+    );
+}
