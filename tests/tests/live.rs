@@ -2,7 +2,7 @@
 //! queue (in memory, or SQS through moto's server), the consumer, into the Port simulator.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
@@ -12,7 +12,7 @@ use okta_port::live::default_processors;
 use okta_port::queue::{EventQueue, MemoryQueue, Sqs};
 use okta_port::webhook::{self, WebhookConfig};
 use okta_port_tests::expected;
-use okta_port_tests::harness::{self, Env, assert_catalog, consume, deliver};
+use okta_port_tests::harness::{self, Env, LogCapture, assert_catalog, consume, deliver};
 use okta_port_tests::okta_sim::{FaultRule, OktaSimConfig};
 use okta_port_tests::orggen::{Org, OrgSpec, generate};
 use okta_port_tests::port_sim::PortSimConfig;
@@ -48,29 +48,9 @@ fn body_text(response: &lambda_http::Response<Body>) -> String {
     String::from_utf8_lossy(response.body().as_ref()).into_owned()
 }
 
-/// Captures every log line the code under test writes.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn webhook_answers_verifies_accepts_and_refuses() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = LogCapture::install(tracing::Level::INFO);
     let cfg = config(Some(SAMPLE_SECRET));
     let queue = MemoryQueue::default();
 
@@ -188,7 +168,7 @@ async fn webhook_answers_verifies_accepts_and_refuses() {
     let response = webhook::handle(&sample("webhook-delivery-users.json"), &cfg, &queue).await;
     assert!(response.status().is_server_error());
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("delivery refused") && logs.contains("could not queue"),
         "{logs}"

@@ -4,7 +4,7 @@
 //!
 //! The keys are test-only fixtures (`tests/fixtures/oauth/README.md`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 use okta_port::config::Config;
@@ -13,7 +13,7 @@ use okta_port::retry::RetryPolicy;
 use okta_port::sync::RunOverrides;
 use okta_port::{App, Report};
 use okta_port_tests::expected;
-use okta_port_tests::harness::{self, Env, assert_catalog};
+use okta_port_tests::harness::{self, Env, LogCapture, assert_catalog};
 use okta_port_tests::okta_sim::{OAuthSimConfig, OktaSimConfig, SimClient};
 use okta_port_tests::orggen::{Org, OrgSpec, generate};
 use okta_port_tests::port_sim::PortSimConfig;
@@ -104,48 +104,17 @@ fn service_app_config(env: &Env, private_key: &str, key_id: &str, extra: &[(&'st
     config
 }
 
-/// Captures every log line (all levels, all crates) written on this thread.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
+/// No private key, client assertion, DPoP proof or access token text in any line.
+fn assert_clean(logs: &LogCapture, env: &Env, private_key: &str) {
+    let text = logs.text();
+    assert!(!text.is_empty(), "nothing was logged: is the capture working?");
+    // Every JWT (assertion, proof) starts with a base64url JSON header: `eyJ`.
+    assert!(!text.contains("eyJ"), "a JWT reached the logs");
+    for token in env.okta.issued_tokens() {
+        assert!(!text.contains(&token), "an access token reached the logs");
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// No private key, client assertion, DPoP proof or access token text in any line.
-    fn assert_clean(&self, env: &Env, private_key: &str) {
-        let text = self.text();
-        assert!(!text.is_empty(), "nothing was logged: is the capture working?");
-        // Every JWT (assertion, proof) starts with a base64url JSON header: `eyJ`.
-        assert!(!text.contains("eyJ"), "a JWT reached the logs");
-        for token in env.okta.issued_tokens() {
-            assert!(!text.contains(&token), "an access token reached the logs");
-        }
-        for fragment in secret_fragments(private_key) {
-            assert!(!text.contains(&fragment), "private key material reached the logs");
-        }
+    for fragment in secret_fragments(private_key) {
+        assert!(!text.contains(&fragment), "private key material reached the logs");
     }
 }
 
@@ -200,7 +169,7 @@ async fn serve_webhook() -> String {
 
 #[tokio::test]
 async fn resync_and_hook_provisioning_run_with_a_service_app() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = LogCapture::install(tracing::Level::TRACE);
     // (key kind, key text, DPoP required by the app)
     let cases = [
         (KeyKind::Rsa, fixture("rsa-private.pem"), true),
@@ -260,13 +229,13 @@ async fn resync_and_hook_provisioning_run_with_a_service_app() {
         // With DPoP: the first request learns the nonce, the second gets the token.
         assert_eq!(calls.token_requests, if require_dpop { 2 } else { 1 }, "{label}");
         assert_eq!(app.okta.token_requests(), calls.token_requests);
-        logs.assert_clean(&env, &key);
+        assert_clean(&logs, &env, &key);
     }
 }
 
 #[tokio::test]
 async fn refused_credentials_give_a_clear_error_without_a_retry_storm() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = LogCapture::install(tracing::Level::TRACE);
     let read_scopes = &ALL_SCOPES[..3];
     struct Case {
         name: &'static str,
@@ -387,13 +356,13 @@ async fn refused_credentials_give_a_clear_error_without_a_retry_storm() {
                 case.name
             );
         }
-        logs.assert_clean(&env, &case.key);
+        assert_clean(&logs, &env, &case.key);
     }
 }
 
 #[tokio::test]
 async fn a_token_expiring_mid_resync_is_replaced_once() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = LogCapture::install(tracing::Level::TRACE);
     let org = org(900);
     let expected = expected::catalog(&org);
     let env = start(
@@ -428,12 +397,12 @@ async fn a_token_expiring_mid_resync_is_replaced_once() {
         "{:?}",
         calls.token_refusals
     );
-    logs.assert_clean(&env, &key);
+    assert_clean(&logs, &env, &key);
 }
 
 #[tokio::test]
 async fn short_lived_tokens_are_renewed_before_they_expire() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = LogCapture::install(tracing::Level::TRACE);
     let env = start(
         org(30),
         OAuthSimConfig {
@@ -456,7 +425,7 @@ async fn short_lived_tokens_are_renewed_before_they_expire() {
         "renewed ahead: {:?}",
         calls.token_refusals
     );
-    logs.assert_clean(&env, &key);
+    assert_clean(&logs, &env, &key);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,6 @@
 //! fails at cold start with an error naming the ARN or the key, never a value.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use okta_port::App;
@@ -12,7 +10,7 @@ use okta_port::app::AppError;
 use okta_port::config::ConfigError;
 use okta_port::secrets::{Lookup, SecretValues, SecretsError};
 use okta_port::sync::RunOverrides;
-use okta_port_tests::harness::Env;
+use okta_port_tests::harness::{Env, LogCapture};
 use okta_port_tests::moto;
 use okta_port_tests::orggen::{OrgSpec, generate};
 use serde_json::json;
@@ -57,30 +55,9 @@ fn env(pairs: Vec<(&'static str, String)>) -> Lookup {
     Lookup::from_fn(move |k| map.get(k).cloned())
 }
 
-/// Log lines written while the test runs on this thread (current-thread runtime: spawned
-/// tasks run here too), at every level, SDK traces included.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn secrets_from_secrets_manager_reach_the_clients() {
-    let logs = Captured::default();
+    let logs = LogCapture::default();
     let writer = logs.clone();
     let subscriber =
         okta_port::telemetry::lambda_subscriber(tracing_subscriber::EnvFilter::new("trace"), move || {
