@@ -81,9 +81,6 @@ pub struct ResyncOptions {
     pub allow_mass_deletion: bool,
     /// Compute and report the plan without writing anything.
     pub dry_run: bool,
-    /// Entities Port saw written this long before the run started still count as
-    /// "written during the run": covers clock skew between us and Port.
-    pub clock_skew: Duration,
 }
 
 impl Default for ResyncOptions {
@@ -92,7 +89,6 @@ impl Default for ResyncOptions {
             deletion_threshold: 0.5,
             allow_mass_deletion: false,
             dry_run: false,
-            clock_skew: Duration::from_secs(5),
         }
     }
 }
@@ -248,7 +244,39 @@ pub fn okta_base_url(domain: &str) -> Result<Url, ConfigError> {
     } else {
         format!("https://{domain}")
     };
-    parse_url(&with_scheme, "OKTA_DOMAIN")
+    let invalid = |reason: String| ConfigError::Invalid {
+        var: "OKTA_DOMAIN",
+        reason,
+    };
+    // The token goes to this origin on every call: nothing in it may redirect or leak it.
+    if with_scheme.contains('@') {
+        return Err(invalid(
+            "must not carry user information (`user@host`): give the org's host only".into(),
+        ));
+    }
+    let url = parse_url(&with_scheme, "OKTA_DOMAIN")?;
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format!(
+            "must be the org's host (e.g. dev-123456.okta.com), without a path, query or fragment; got {domain:?}"
+        )));
+    }
+    if url.scheme() != "https" && !is_loopback(&url) {
+        return Err(invalid(format!(
+            "must use https: the API token would cross the network in clear text (plain http is \
+             accepted for loopback hosts only); got {domain:?}"
+        )));
+    }
+    Ok(url)
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1: a simulator or a local proxy on this machine.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 fn parse_url(raw: &str, var: &'static str) -> Result<Url, ConfigError> {
@@ -346,6 +374,38 @@ mod tests {
         pairs[0] = ("OKTA_DOMAIN", "http://127.0.0.1:8080/");
         let c = Config::from_lookup(lookup(&pairs)).unwrap();
         assert_eq!(c.okta.base_url.as_str(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn okta_domain_must_be_a_bare_https_origin() {
+        for ok in [
+            "dev-1.okta.com",
+            "https://dev-1.okta.com",
+            "https://dev-1.okta.com/",
+            "http://localhost:9000",
+            "http://127.0.0.2:80",
+            "http://[::1]:8080",
+        ] {
+            assert!(okta_base_url(ok).is_ok(), "{ok} refused");
+        }
+        for (bad, says) in [
+            ("http://dev-1.okta.com", "https"),
+            ("http://10.0.0.1:8080", "https"),
+            ("https://user:pw@dev-1.okta.com", "user information"),
+            ("user@dev-1.okta.com", "user information"),
+            ("https://dev-1.okta.com/api/v1", "path"),
+            ("https://dev-1.okta.com/?x=1", "query"),
+            ("https://dev-1.okta.com/#frag", "fragment"),
+            ("ftp://dev-1.okta.com", "http(s)"),
+        ] {
+            let err = okta_base_url(bad).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("OKTA_DOMAIN") && text.contains(says),
+                "{bad}: {text}"
+            );
+            assert!(!text.contains("pw@"), "{text}");
+        }
     }
 
     #[test]

@@ -353,7 +353,7 @@ mod tests {
                 identifier: "00u1".into(),
                 reason: "422".into(),
             }],
-            plan: None,
+            ..BlueprintReport::default()
         };
         report.blueprint("oktaGroup").created = 5;
         report

@@ -39,6 +39,11 @@ pub struct BlueprintReport {
     pub unchanged: usize,
     pub deleted: usize,
     pub failed: Vec<Failure>,
+    /// Not written: a live event changed, created or deleted the entity in Port while this
+    /// run read Okta, so Port holds newer data than the snapshot.
+    pub superseded: usize,
+    /// Deletions the mass-deletion guard refused (nothing of this blueprint was deleted).
+    pub deletion_refused: usize,
     /// Dry run only: what a real run would create, update and delete.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
@@ -98,17 +103,18 @@ impl Report {
     /// A human-readable table for the CLI.
     pub fn to_text(&self) -> String {
         let mut out = format!(
-            "{:<18} {:>8} {:>8} {:>10} {:>8} {:>7}\n",
-            "blueprint", "created", "updated", "unchanged", "deleted", "failed"
+            "{:<18} {:>8} {:>8} {:>10} {:>8} {:>7} {:>10}\n",
+            "blueprint", "created", "updated", "unchanged", "deleted", "failed", "superseded"
         );
         for (bp, b) in &self.blueprints {
             out += &format!(
-                "{bp:<18} {:>8} {:>8} {:>10} {:>8} {:>7}\n",
+                "{bp:<18} {:>8} {:>8} {:>10} {:>8} {:>7} {:>10}\n",
                 b.created,
                 b.updated,
                 b.unchanged,
                 b.deleted,
-                b.failed.len()
+                b.failed.len(),
+                b.superseded
             );
         }
         for (bp, b) in &self.blueprints {

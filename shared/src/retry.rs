@@ -36,15 +36,27 @@ impl RetryPolicy {
         let half = capped / 2;
         half + half.mul_f64(rand::rng().random::<f64>())
     }
+}
 
-    /// A fast policy for tests and simulators.
-    pub fn fast() -> Self {
-        Self {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_secs(5),
-        }
+/// Back-off after a 429 that carries no rate-limit headers: from about a second up.
+pub const RATE_LIMIT_BACKOFF: RetryPolicy = RetryPolicy {
+    max_attempts: 10,
+    base_delay: Duration::from_secs(1),
+    max_delay: Duration::from_secs(60),
+};
+
+/// `Retry-After` in seconds or as an HTTP date, when the answer has one.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)));
     }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::future::join_all;
 use serde::Deserialize;
 use serde_json::Value;
@@ -21,6 +21,9 @@ pub enum SyncError {
     Blueprints(#[source] PortError),
     #[error("could not list this installation's {blueprint} entities in Port: {source}")]
     PortListing { blueprint: String, source: PortError },
+    /// The mapping configuration cannot work on this org (found before any write).
+    #[error("mapping configuration: {0}")]
+    Configuration(String),
 }
 
 /// Everything read from Okta for a resync. A `None` relation map means the listings that
@@ -126,6 +129,9 @@ fn invert<E: std::fmt::Display>(
 pub struct Desired {
     pub entities: BTreeMap<String, Vec<Entity>>,
     pub failures: Vec<(String, Failure)>,
+    /// Errors of the configuration itself (a selector that yields no boolean): the run
+    /// must stop before writing anything.
+    pub configuration_errors: Vec<String>,
 }
 
 /// Maps every object of the snapshot that can be mapped faithfully.
@@ -138,6 +144,9 @@ pub fn map_snapshot<M: Mapping>(mapping: &M, snapshot: &Snapshot) -> Desired {
                     desired.entities.entry(m.blueprint).or_default().push(m.entity);
                 }
             }
+            Err(e) if e.is_configuration() => desired
+                .configuration_errors
+                .push(format!("{e} (on {kind} {})", id.as_str().unwrap_or("?"))),
             Err(e) => desired.failures.push((
                 kind.to_owned(),
                 Failure {
@@ -322,6 +331,8 @@ pub struct Outcomes {
     pub created: HashSet<String>,
     pub written: HashSet<String>,
     pub failed: HashMap<String, WriteFailure>,
+    /// Left alone: someone else (a live event) wrote or deleted them during this run.
+    pub superseded: HashSet<String>,
 }
 
 impl Outcomes {
@@ -363,13 +374,84 @@ pub async fn write_in_order<F, Fut>(
     }
 }
 
+/// Writes one blueprint's entities in `write_waves` order, each wave rechecked in Port
+/// first: an entity that someone else wrote or deleted since `before` was listed holds
+/// newer data than our snapshot and is left alone (Port has no conditional writes; this
+/// narrows the race to one round trip).
 async fn write_blueprint<P: PortCatalog>(
     port: &P,
     blueprint: &str,
     entities: Vec<Entity>,
+    before: &HashMap<String, StoredEntity>,
     outcomes: &mut Outcomes,
 ) {
-    write_in_order(blueprint, entities, |wave| port.upsert(blueprint, wave), outcomes).await;
+    let total = entities.len();
+    let mut done = 0;
+    for wave in write_waves(entities) {
+        done += wave.len();
+        let wave = drop_superseded(port, blueprint, wave, before, outcomes).await;
+        for result in port.upsert(blueprint, wave).await {
+            outcomes.record(result.identifier, result.outcome);
+        }
+        tracing::info!(blueprint, written = done.min(total), of = total, "upserting");
+    }
+}
+
+/// The wave without the entities Port changed since `before` (ours written earlier in this
+/// run are not rechecked). A recheck that fails fails its entities: they are retried next run.
+async fn drop_superseded<P: PortCatalog>(
+    port: &P,
+    blueprint: &str,
+    wave: Vec<Entity>,
+    before: &HashMap<String, StoredEntity>,
+    outcomes: &mut Outcomes,
+) -> Vec<Entity> {
+    let check: Vec<String> = wave
+        .iter()
+        .filter(|e| !outcomes.written.contains(&e.identifier))
+        .map(|e| e.identifier.clone())
+        .collect();
+    if check.is_empty() {
+        return wave;
+    }
+    let now: HashMap<String, StoredEntity> = match port.list_own_among(blueprint, &check).await {
+        Ok(found) => found
+            .into_iter()
+            .map(|s| (s.entity.identifier.clone(), s))
+            .collect(),
+        Err(e) => {
+            let failure = WriteFailure {
+                status: e.status().unwrap_or(0),
+                error: "recheck_failed".into(),
+                message: format!("could not recheck the entity in Port before writing: {e}"),
+            };
+            let check: HashSet<String> = check.into_iter().collect();
+            let (failed, rest): (Vec<Entity>, Vec<Entity>) =
+                wave.into_iter().partition(|e| check.contains(&e.identifier));
+            for entity in failed {
+                outcomes.record(entity.identifier, Err(failure.clone()));
+            }
+            return rest;
+        }
+    };
+    let check: HashSet<String> = check.into_iter().collect();
+    let mut keep = Vec::with_capacity(wave.len());
+    for entity in wave {
+        let id = &entity.identifier;
+        let changed =
+            check.contains(id) && before.get(id).map(|s| s.updated_at) != now.get(id).map(|s| s.updated_at);
+        if changed {
+            tracing::info!(
+                blueprint,
+                id,
+                "left alone: written or deleted in Port by someone else during this run"
+            );
+            outcomes.superseded.insert(id.clone());
+        } else {
+            keep.push(entity);
+        }
+    }
+    keep
 }
 
 /// Options a caller can set per run (e.g. from the scheduled event), over the configured ones.
@@ -391,7 +473,12 @@ impl RunOverrides {
 }
 
 /// One full resync. Returns a report (which may list failures) or, when Port itself could
-/// not be prepared or read, an error before anything was written.
+/// not be prepared or read, or the mapping cannot work, an error before anything was written.
+///
+/// "Written by someone else during this run" is decided on Port's own timestamps: our
+/// entities are listed before Okta is read, and an entity whose `updatedAt` differs when
+/// rechecked (just before its write or deletion) was changed since. No local clock, no
+/// margin: an entity that vanished from Okta is deleted by the very next run.
 pub async fn resync<O, P, M>(
     okta: &O,
     port: &P,
@@ -404,16 +491,57 @@ where
     M: Mapping,
 {
     let clock = Instant::now();
-    let started_at: DateTime<Utc> = Utc::now();
     let (okta_before, port_before) = (okta.stats(), port.stats());
     let mut report = Report {
-        started_at: started_at.to_rfc3339(),
+        started_at: Utc::now().to_rfc3339(),
         dry_run: options.dry_run,
         ..Report::default()
     };
     let blueprints = mapping.blueprint_ids();
+    prepare_blueprints(port, mapping, options.dry_run).await?;
 
-    if !options.dry_run {
+    tracing::info!("reading this installation's entities in Port");
+    let stored = list_stored(port, &blueprints).await?;
+
+    tracing::info!("reading Okta");
+    let snapshot = take_snapshot(okta).await;
+    report.errors.extend(snapshot.errors.iter().cloned());
+    let desired = map_snapshot(mapping, &snapshot);
+    drop(snapshot);
+    if !desired.configuration_errors.is_empty() {
+        return Err(SyncError::Configuration(summarize(&desired.configuration_errors)));
+    }
+    record_unmapped(&mut report, desired.failures);
+
+    let pending = plan_writes(&blueprints, &desired.entities, &stored, options, &mut report);
+    let mut outcomes = Outcomes::default();
+    write_all(port, pending, &stored, &mut outcomes).await;
+    tally_writes(&blueprints, &desired.entities, &stored, &outcomes, &mut report);
+
+    delete_stale(
+        port,
+        &blueprints,
+        &desired.entities,
+        &stored,
+        options,
+        &mut report,
+    )
+    .await;
+
+    report.okta = okta.stats().since(okta_before);
+    report.port = port.stats().since(port_before);
+    report.duration_ms = clock.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Creates the missing blueprints (not in a dry run) and tells the mapping how Port
+/// defines the existing ones (a relation's cardinality comes from Port, not from us).
+async fn prepare_blueprints<P: PortCatalog, M: Mapping>(
+    port: &P,
+    mapping: &M,
+    dry_run: bool,
+) -> Result<(), SyncError> {
+    if !dry_run {
         let created = port
             .ensure_blueprints(&mapping.blueprints())
             .await
@@ -422,33 +550,21 @@ where
             tracing::info!(?created, "created missing blueprints");
         }
     }
-
-    tracing::info!("reading Okta");
-    let snapshot = take_snapshot(okta).await;
-    report.errors.extend(snapshot.errors.iter().cloned());
-    let desired = map_snapshot(mapping, &snapshot);
-    drop(snapshot);
-    if !desired.failures.is_empty() {
-        report.errors.push(format!(
-            "{} Okta objects could not be mapped",
-            desired.failures.len()
-        ));
+    for bp in mapping.blueprint_ids() {
+        if let Some(definition) = port.blueprint(&bp).await.map_err(SyncError::Blueprints)? {
+            mapping.learn_blueprint(&definition);
+        }
     }
-    for (kind, failure) in desired.failures {
-        tracing::warn!(
-            kind,
-            id = failure.identifier,
-            reason = failure.reason,
-            "mapping failed"
-        );
-        report.unmapped.push(failure);
-    }
+    Ok(())
+}
 
-    // One read of our own entities in Port, used twice: to skip unchanged entities and to
-    // find the stale ones.
-    tracing::info!("reading this installation's entities in Port");
-    let mut stored: BTreeMap<String, HashMap<String, StoredEntity>> = BTreeMap::new();
-    for bp in &blueprints {
+/// This installation's entities per blueprint, by identifier.
+async fn list_stored<P: PortCatalog>(
+    port: &P,
+    blueprints: &[String],
+) -> Result<BTreeMap<String, HashMap<String, StoredEntity>>, SyncError> {
+    let mut stored = BTreeMap::new();
+    for bp in blueprints {
         let own = port.list_own(bp).await.map_err(|source| SyncError::PortListing {
             blueprint: bp.clone(),
             source,
@@ -460,15 +576,56 @@ where
                 .collect(),
         );
     }
+    Ok(stored)
+}
 
+/// The first few of many messages, with the count.
+fn summarize(messages: &[String]) -> String {
+    let shown: Vec<&str> = messages.iter().take(3).map(String::as_str).collect();
+    if messages.len() > shown.len() {
+        format!("{} ({} in all)", shown.join("; "), messages.len())
+    } else {
+        shown.join("; ")
+    }
+}
+
+fn record_unmapped(report: &mut Report, failures: Vec<(String, Failure)>) {
+    if failures.is_empty() {
+        return;
+    }
+    report.errors.push(format!(
+        "{} Okta objects could not be mapped (first: {}: {})",
+        failures.len(),
+        failures[0].1.identifier,
+        failures[0].1.reason
+    ));
+    for (kind, failure) in failures {
+        tracing::debug!(
+            kind,
+            id = failure.identifier,
+            reason = failure.reason,
+            "mapping failed"
+        );
+        report.unmapped.push(failure);
+    }
+}
+
+/// What to write per blueprint (unchanged entities are counted and skipped); in a dry run,
+/// the plan goes into the report and nothing is returned.
+fn plan_writes(
+    blueprints: &[String],
+    desired: &BTreeMap<String, Vec<Entity>>,
+    stored: &BTreeMap<String, HashMap<String, StoredEntity>>,
+    options: &ResyncOptions,
+    report: &mut Report,
+) -> Vec<(String, Vec<Entity>)> {
     let empty = HashMap::new();
-    let mut outcomes = Outcomes::default();
-    let mut pending: Vec<(String, Vec<Entity>)> = Vec::new();
-    for bp in &blueprints {
+    let mut pending = Vec::new();
+    for bp in blueprints {
         let own = stored.get(bp).unwrap_or(&empty);
         let bp_report = report.blueprint(bp);
         let mut to_write = Vec::new();
-        for entity in desired.entities.get(bp).into_iter().flatten() {
+        for entity in desired.get(bp).into_iter().flatten() {
             match own.get(&entity.identifier) {
                 Some(s) if is_unchanged(entity, &s.entity) => bp_report.unchanged += 1,
                 _ => to_write.push(entity.clone()),
@@ -486,16 +643,26 @@ where
             pending.push((bp.clone(), to_write));
         }
     }
+    pending
+}
 
-    // Targets first (the mapping's blueprint order), then the not_found failures once more,
-    // now that everything else is written.
+/// Targets first (the mapping's blueprint order), then the not_found failures once more,
+/// now that everything else is written.
+async fn write_all<P: PortCatalog>(
+    port: &P,
+    pending: Vec<(String, Vec<Entity>)>,
+    stored: &BTreeMap<String, HashMap<String, StoredEntity>>,
+    outcomes: &mut Outcomes,
+) {
+    let empty = HashMap::new();
     let mut retry: Vec<(String, Vec<Entity>)> = Vec::new();
     for (bp, entities) in pending {
+        let before = stored.get(&bp).unwrap_or(&empty);
         let by_id: HashMap<String, Entity> = entities
             .iter()
             .map(|e| (e.identifier.clone(), e.clone()))
             .collect();
-        write_blueprint(port, &bp, entities, &mut outcomes).await;
+        write_blueprint(port, &bp, entities, before, outcomes).await;
         let again: Vec<Entity> = by_id
             .into_values()
             .filter(|e| {
@@ -515,12 +682,24 @@ where
             entities = entities.len(),
             "retrying writes whose relation targets were missing"
         );
-        write_blueprint(port, &bp, entities, &mut outcomes).await;
+        let before = stored.get(&bp).unwrap_or(&empty);
+        write_blueprint(port, &bp, entities, before, outcomes).await;
     }
-    for bp in &blueprints {
+}
+
+/// Counts what the writes did per blueprint, and lists every failure by id.
+fn tally_writes(
+    blueprints: &[String],
+    desired: &BTreeMap<String, Vec<Entity>>,
+    stored: &BTreeMap<String, HashMap<String, StoredEntity>>,
+    outcomes: &Outcomes,
+    report: &mut Report,
+) {
+    let empty = HashMap::new();
+    for bp in blueprints {
         let own = stored.get(bp).unwrap_or(&empty);
         let bp_report = report.blueprint(bp);
-        for entity in desired.entities.get(bp).into_iter().flatten() {
+        for entity in desired.get(bp).into_iter().flatten() {
             let id = &entity.identifier;
             if let Some(failure) = outcomes.failed.get(id) {
                 bp_report.failed.push(Failure {
@@ -533,35 +712,21 @@ where
                 } else {
                     bp_report.updated += 1;
                 }
+            } else if outcomes.superseded.contains(id) {
+                bp_report.superseded += 1;
             }
         }
     }
-
-    delete_stale(
-        port,
-        &blueprints,
-        &desired.entities,
-        &stored,
-        started_at,
-        options,
-        &mut report,
-    )
-    .await;
-
-    report.okta = okta.stats().since(okta_before);
-    report.port = port.stats().since(port_before);
-    report.duration_ms = clock.elapsed().as_millis() as u64;
-    Ok(report)
 }
 
 /// Deletes this installation's entities that Okta no longer has, if the picture of Okta is
-/// complete, nothing was written since the run began, and the mass-deletion guard agrees.
+/// complete and the mass-deletion guard agrees. Each candidate is rechecked in Port first:
+/// one written since we listed it (a live event) is kept.
 async fn delete_stale<P: PortCatalog>(
     port: &P,
     blueprints: &[String],
     desired: &BTreeMap<String, Vec<Entity>>,
     stored: &BTreeMap<String, HashMap<String, StoredEntity>>,
-    started_at: DateTime<Utc>,
     options: &ResyncOptions,
     report: &mut Report,
 ) {
@@ -569,7 +734,6 @@ async fn delete_stale<P: PortCatalog>(
         tracing::warn!("skipping deletions: the picture of Okta is incomplete");
         return;
     }
-    let written_since = started_at - chrono::Duration::from_std(options.clock_skew).unwrap_or_default();
     // Reports before their managers and groups: fewer references for Port to clear.
     for bp in blueprints.iter().rev() {
         let Some(own) = stored.get(bp) else { continue };
@@ -580,10 +744,9 @@ async fn delete_stale<P: PortCatalog>(
             .map(|e| e.identifier.as_str())
             .collect();
         let mut stale: Vec<String> = own
-            .values()
-            .filter(|s| !present.contains(s.entity.identifier.as_str()))
-            .filter(|s| s.updated_at.is_none_or(|t| t < written_since))
-            .map(|s| s.entity.identifier.clone())
+            .keys()
+            .filter(|id| !present.contains(id.as_str()))
+            .cloned()
             .collect();
         stale.sort();
         if stale.is_empty() {
@@ -592,19 +755,34 @@ async fn delete_stale<P: PortCatalog>(
         let share = stale.len() as f64 / own.len() as f64;
         if share > options.deletion_threshold && !options.allow_mass_deletion {
             report.errors.push(format!(
-                "refusing to delete {} of {} {bp} entities ({:.0}% > the {:.0}% threshold); \
-                 check Okta, then rerun with --allow-mass-deletion (ALLOW_MASS_DELETION=true) to let it through",
+                "mass-deletion guard: refusing to delete {} of {} {bp} entities ({:.0}% > the {:.0}% \
+                 threshold); nothing of {bp} was deleted. Check Okta (a token that sees less, a \
+                 bad import), then let it through with `okta-port resync --allow-mass-deletion`, \
+                 ALLOW_MASS_DELETION=true, or the resync function's payload {{\"allowMassDeletion\": true}}",
                 stale.len(),
                 own.len(),
                 share * 100.0,
                 options.deletion_threshold * 100.0
             ));
+            report.blueprint(bp).deletion_refused = stale.len();
             continue;
         }
         if options.dry_run {
             if let Some(plan) = report.blueprint(bp).plan.as_mut() {
                 plan.delete = stale;
             }
+            continue;
+        }
+        let stale = match unchanged_since_listed(port, bp, stale, own).await {
+            Ok(stale) => stale,
+            Err(e) => {
+                report.errors.push(format!(
+                    "could not recheck the {bp} entities to delete in Port, so none was deleted: {e}"
+                ));
+                continue;
+            }
+        };
+        if stale.is_empty() {
             continue;
         }
         tracing::info!(
@@ -617,6 +795,30 @@ async fn delete_stale<P: PortCatalog>(
         bp_report.deleted += result.deleted.len();
         bp_report.failed.extend(result.failed);
     }
+}
+
+/// Those of `candidates` that Port still has exactly as listed before Okta was read.
+async fn unchanged_since_listed<P: PortCatalog>(
+    port: &P,
+    blueprint: &str,
+    candidates: Vec<String>,
+    listed: &HashMap<String, StoredEntity>,
+) -> Result<Vec<String>, PortError> {
+    let now = port.list_own_among(blueprint, &candidates).await?;
+    let mut keep: Vec<String> = now
+        .into_iter()
+        .filter(|s| {
+            let id = &s.entity.identifier;
+            let same = listed.get(id).is_some_and(|l| l.updated_at == s.updated_at);
+            if !same {
+                tracing::info!(blueprint, id, "not deleted: written in Port during this run");
+            }
+            same
+        })
+        .map(|s| s.entity.identifier)
+        .collect();
+    keep.sort();
+    Ok(keep)
 }
 
 #[cfg(test)]

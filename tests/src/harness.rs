@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use okta_port::config::Config;
-use okta_port::retry::RetryPolicy;
 use okta_port::sync::{RunOverrides, SyncError};
 use okta_port::{App, Report};
 use serde_json::{Value, json};
@@ -56,17 +55,12 @@ impl Env {
         ]
     }
 
-    /// okta-port's configuration for these simulators, with fast retries.
+    /// okta-port's configuration for these simulators: the production defaults, with no
+    /// test-only shortcut (retries and back-off as a deployment has them).
     pub fn config(&self) -> Config {
         let vars = self.variables();
-        let mut config =
-            Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
-                .expect("simulator configuration is valid");
-        config.okta.retry = RetryPolicy::fast();
-        config.port.retry = RetryPolicy::fast();
-        // The simulators share our clock: no skew to allow for between back-to-back runs.
-        config.resync.clock_skew = std::time::Duration::ZERO;
-        config
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+            .expect("simulator configuration is valid")
     }
 
     /// A fresh app (new clients, so its counters start at zero).

@@ -80,13 +80,20 @@ pub enum Bucket {
     Other,
 }
 
-/// Forces `status` on requests whose path starts with `path_prefix`.
+/// Forces `status` on requests whose path starts with `path_prefix`. The status
+/// [`FaultRule::BROKEN_ANSWER`] instead carries the request out and cuts its answer off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRule {
     pub path_prefix: String,
     pub status: u16,
     /// How many more requests to fault; `None` = forever.
     pub times: Option<u32>,
+}
+
+impl FaultRule {
+    /// Not a status: the request is served (its side effects happen), then the connection
+    /// breaks half-way through the answer's body.
+    pub const BROKEN_ANSWER: u16 = 599;
 }
 
 /// Request counters since start or the last [`OktaSim::reset_calls`].
@@ -470,6 +477,7 @@ impl Window {
             limit: self.limit,
             remaining: self.limit.saturating_sub(self.used),
             reset,
+            bare: false,
         }
     }
 }
@@ -479,6 +487,8 @@ struct RateHeaders {
     limit: u32,
     remaining: u32,
     reset: u64,
+    /// Send none of them (a 429 from a proxy or the concurrency limit says nothing).
+    bare: bool,
 }
 
 impl RateHeaders {
@@ -489,6 +499,15 @@ impl RateHeaders {
             limit: 0,
             remaining: 0,
             reset: now.as_secs() + 1,
+            bare: false,
+        }
+    }
+
+    /// No rate-limit headers at all.
+    fn bare() -> RateHeaders {
+        RateHeaders {
+            bare: true,
+            ..RateHeaders::exhausted()
         }
     }
 }
@@ -497,6 +516,8 @@ struct Reply {
     status: StatusCode,
     body: Value,
     links: Vec<String>,
+    /// Cut the body off half-way (the request was carried out): a broken connection.
+    truncate: bool,
 }
 
 impl Reply {
@@ -505,6 +526,7 @@ impl Reply {
             status: StatusCode::OK,
             body,
             links: Vec::new(),
+            truncate: false,
         }
     }
 
@@ -521,6 +543,7 @@ impl Reply {
                 "errorCauses": [],
             }),
             links: Vec::new(),
+            truncate: false,
         }
     }
 
@@ -786,13 +809,26 @@ impl SimState {
         let rate = window.headers();
 
         // Faults come before anything else, as a flaky proxy or node would.
-        if let Some(status) = self.take_fault(path, cfg.fault_rate) {
-            self.calls.faults_injected += 1;
-            if status == 429 {
-                self.calls.rate_limited_429 += 1;
-                return done(Reply::for_status(status, path), RateHeaders::exhausted());
+        let mut truncate = false;
+        match self.take_fault(path, cfg.fault_rate) {
+            None => {}
+            Some(FaultRule::BROKEN_ANSWER) => {
+                self.calls.faults_injected += 1;
+                truncate = true;
             }
-            return done(Reply::for_status(status, path), rate);
+            Some(Fault::BARE_429) => {
+                self.calls.faults_injected += 1;
+                self.calls.rate_limited_429 += 1;
+                return done(Reply::for_status(429, path), RateHeaders::bare());
+            }
+            Some(status) => {
+                self.calls.faults_injected += 1;
+                if status == 429 {
+                    self.calls.rate_limited_429 += 1;
+                    return done(Reply::for_status(status, path), RateHeaders::exhausted());
+                }
+                return done(Reply::for_status(status, path), rate);
+            }
         }
         if oauth::OAuthState::is_oauth(headers) {
             match self
@@ -838,9 +874,12 @@ impl SimState {
             if method != Method::GET && !cfg.manage_hooks {
                 return done(Reply::for_status(403, path), rate);
             }
-            let outcome = self
+            let mut outcome = self
                 .serve_hooks(&cfg.base_url, method, &route, body)
                 .unwrap_or_else(Outcome::Reply);
+            if let Outcome::Reply(reply) = &mut outcome {
+                reply.truncate = truncate;
+            }
             return (outcome, rate);
         }
         let Some(query) = query else {
@@ -851,13 +890,15 @@ impl SimState {
             );
             return done(reply, rate);
         };
-        let reply = self
+        let mut reply = self
             .dispatch(&cfg.base_url, path, &route, &query)
             .unwrap_or_else(|e| e);
+        reply.truncate = truncate;
         done(reply, rate)
     }
 
     /// Status to force on this request, from the rules first, then the random rate.
+    /// (`FaultRule::BROKEN_ANSWER` and `Fault::BARE_429` are codes, not statuses.)
     fn take_fault(&mut self, path: &str, fault_rate: f64) -> Option<u16> {
         let hit = self
             .faults
@@ -872,7 +913,8 @@ impl SimState {
             return Some(status);
         }
         if fault_rate > 0.0 && self.rng.random_bool(fault_rate) {
-            return Some(if self.rng.random_bool(0.5) { 500 } else { 503 });
+            // A bare 429 too: Okta's edge answers some throttles without rate-limit headers.
+            return Some([500, 503, Fault::BARE_429][self.rng.random_range(0..3)]);
         }
         None
     }
@@ -1323,6 +1365,7 @@ impl SimState {
                     status: StatusCode::NO_CONTENT,
                     body: Value::Null,
                     links: Vec::new(),
+                    truncate: false,
                 }
             }
             (Route::HookLifecycle(id, HookAction::Verify), _) => {
@@ -1423,6 +1466,7 @@ impl Pager<'_> {
             status: StatusCode::OK,
             body: Value::Array(items.iter().map(render).collect()),
             links,
+            truncate: false,
         }
     }
 }
@@ -1645,6 +1689,14 @@ fn token_endpoint(shared: &Shared, method: &Method, headers: &HeaderMap, body: &
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
+/// Fault codes of the random faults that are not plain statuses.
+struct Fault;
+
+impl Fault {
+    /// A 429 without any rate-limit header.
+    const BARE_429: u16 = 598;
+}
+
 fn respond(reply: Reply, rate: RateHeaders) -> Response {
     let body = if reply.status == StatusCode::NO_CONTENT {
         Vec::new()
@@ -1657,14 +1709,28 @@ fn respond(reply: Reply, rate: RateHeaders) -> Response {
         .status(reply.status)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::DATE, date)
-        .header("x-okta-request-id", request_id)
-        .header("x-rate-limit-limit", rate.limit)
-        .header("x-rate-limit-remaining", rate.remaining)
-        .header("x-rate-limit-reset", rate.reset);
+        .header("x-okta-request-id", request_id);
+    if !rate.bare {
+        builder = builder
+            .header("x-rate-limit-limit", rate.limit)
+            .header("x-rate-limit-remaining", rate.remaining)
+            .header("x-rate-limit-reset", rate.reset);
+    }
     for link in reply.links {
         builder = builder.header(header::LINK, link);
     }
-    builder.body(Body::from(body)).unwrap_or_else(|e| {
+    let body = if reply.truncate {
+        // Promise the whole body, send half, then fail the stream: the client reads a
+        // broken answer to a request that was carried out.
+        builder = builder.header(header::CONTENT_LENGTH, body.len().max(2));
+        let half = body[..body.len() / 2].to_vec();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            vec![Ok(half), Err(std::io::Error::other("connection reset"))];
+        Body::from_stream(futures::stream::iter(chunks))
+    } else {
+        Body::from(body)
+    };
+    builder.body(body).unwrap_or_else(|e| {
         let mut fallback = Response::new(Body::from(e.to_string()));
         *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         fallback

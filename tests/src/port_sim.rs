@@ -40,8 +40,11 @@ pub struct PortSimConfig {
     pub client_secret: String,
     /// Advertised `expiresIn` and the real validity of issued tokens.
     pub token_ttl: Duration,
-    /// Share (0..1) of requests, the token route excepted, answered with a transient 502/503/504.
+    /// Share (0..1) of requests answered with a transient 500/502/503/504.
     pub fault_rate: f64,
+    /// Share (0..1) of the entities of a bulk upsert failed on their own, inside a 207,
+    /// with a 500 or 503 (and not written), as Port does when one write hits a bad node.
+    pub item_fault_rate: f64,
     /// Added to every response.
     pub latency: Duration,
     /// Seeds the fault RNG so runs are reproducible.
@@ -55,6 +58,7 @@ impl Default for PortSimConfig {
             client_secret: "test-secret".into(),
             token_ttl: Duration::from_secs(3 * 3600),
             fault_rate: 0.0,
+            item_fault_rate: 0.0,
             latency: Duration::ZERO,
             seed: 0,
         }
@@ -565,9 +569,10 @@ impl State {
         self.calls.total += 1;
         *self.calls.by_route.entry(route.name().to_string()).or_default() += 1;
 
-        if let Some(status) = self.injected_fault(req, matches!(route, Route::Token)) {
+        if let Some(status) = self.injected_fault(req) {
             self.calls.faults_injected += 1;
             let code = match status {
+                500 => "internal_error",
                 502 => "bad_gateway",
                 503 => "service_unavailable",
                 504 => "gateway_timeout",
@@ -620,7 +625,7 @@ impl State {
     }
 
     /// A forced status from a matching rule, else a random transient one at `fault_rate`.
-    fn injected_fault(&mut self, req: &Incoming<'_>, is_token: bool) -> Option<u16> {
+    fn injected_fault(&mut self, req: &Incoming<'_>) -> Option<u16> {
         let rule_pos = self.faults.iter().position(|rule| {
             rule.method
                 .as_deref()
@@ -639,11 +644,8 @@ impl State {
             }
             return Some(status);
         }
-        if !is_token
-            && self.config.fault_rate > 0.0
-            && self.fault_rng.random::<f64>() < self.config.fault_rate
-        {
-            return Some([502, 503, 504][self.fault_rng.random_range(0..3)]);
+        if self.config.fault_rate > 0.0 && self.fault_rng.random::<f64>() < self.config.fault_rate {
+            return Some([500, 502, 503, 504][self.fault_rng.random_range(0..4)]);
         }
         None
     }
@@ -962,6 +964,20 @@ impl State {
         // In index order, so an entity may relate to one written earlier in the same request.
         for (index, item) in items.iter().enumerate() {
             let identifier = item.get("identifier").cloned().unwrap_or(Value::Null);
+            if self.config.item_fault_rate > 0.0
+                && self.fault_rng.random::<f64>() < self.config.item_fault_rate
+            {
+                self.calls.faults_injected += 1;
+                let status = [500, 503][self.fault_rng.random_range(0..2)];
+                errors.push(json!({
+                    "index": index,
+                    "identifier": identifier,
+                    "statusCode": status,
+                    "error": "internal_error",
+                    "message": "injected per-entity fault",
+                }));
+                continue;
+            }
             match self.write_entity(bp, item, opts, &datasource, &actor) {
                 Ok((_, created)) => done.push(json!({
                     "index": index,

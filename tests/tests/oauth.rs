@@ -9,7 +9,6 @@ use std::sync::Arc;
 use jsonwebtoken::Algorithm;
 use okta_port::config::Config;
 use okta_port::okta::{Client, OktaDirectory, UserListing};
-use okta_port::retry::RetryPolicy;
 use okta_port::sync::RunOverrides;
 use okta_port::{App, Report};
 use okta_port_tests::expected;
@@ -95,13 +94,8 @@ fn service_app_config(env: &Env, private_key: &str, key_id: &str, extra: &[(&'st
         vars.retain(|(name, _)| name != k);
         vars.push((k, (*v).to_owned()));
     }
-    let mut config =
-        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
-            .expect("service app configuration is valid");
-    config.okta.retry = RetryPolicy::fast();
-    config.port.retry = RetryPolicy::fast();
-    config.resync.clock_skew = std::time::Duration::ZERO;
-    config
+    Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+        .expect("service app configuration is valid")
 }
 
 /// No private key, client assertion, DPoP proof or access token text in any line.

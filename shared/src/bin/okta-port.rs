@@ -82,6 +82,10 @@ async fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 }
+                Err(e @ okta_port::sync::SyncError::Configuration(_)) => {
+                    eprintln!("okta-port: resync refused before writing anything: {e}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     eprintln!("okta-port: resync failed: {e}");
                     ExitCode::FAILURE

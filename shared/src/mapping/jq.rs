@@ -9,6 +9,7 @@
 //! them are left out of the write, so a merge upsert keeps what Port has.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
@@ -162,9 +163,10 @@ const ALL_KNOWN: Known = Known {
 
 struct Relation {
     expr: Expr,
-    /// The blueprint's relation is `many: true` (known for the default blueprints only):
-    /// every output is taken. Otherwise it is single-valued.
-    many: bool,
+    /// The blueprint's relation is `many: true`: every output is taken. Otherwise it is
+    /// single-valued. Known from our default blueprints at load, and from Port's own
+    /// definition once the sync has read it (`learn_blueprint`), which wins.
+    many: AtomicBool,
 }
 
 struct Resource {
@@ -337,7 +339,13 @@ impl JqMapping {
             let code = jq_text(code, &field).map_err(field_error)?;
             let expr = Expr::new(&code, field).map_err(field_error)?;
             let many = default_relation_many(&blueprint, name).unwrap_or(false);
-            relations.push((name.clone(), Relation { expr, many }));
+            relations.push((
+                name.clone(),
+                Relation {
+                    expr,
+                    many: AtomicBool::new(many),
+                },
+            ));
         }
         Ok(Resource {
             index,
@@ -387,11 +395,22 @@ impl JqMapping {
                     [Val::Bool(true)] => {}
                     [Val::Bool(false)] => continue,
                     other => {
-                        let shown: Vec<String> = other.iter().take(3).map(|v| v.to_string()).collect();
-                        return Err(err(
-                            &selector.field,
-                            format!("must yield one boolean, yielded [{}]", shown.join(", ")),
-                        ));
+                        let shown: Vec<String> = other
+                            .iter()
+                            .take(3)
+                            .map(|v| {
+                                let v = to_json(v);
+                                format!("{} ({v})", json_type(&v))
+                            })
+                            .collect();
+                        return Err(MappingError::Selector {
+                            resource: r.index,
+                            yielded: if shown.is_empty() {
+                                "nothing".into()
+                            } else {
+                                shown.join(", ")
+                            },
+                        });
                     }
                 }
             }
@@ -433,7 +452,7 @@ impl JqMapping {
                 if e.needs_unknown(known) {
                     continue;
                 }
-                let value = if rel.many {
+                let value = if rel.many.load(Ordering::Relaxed) {
                     let mut ids = BTreeSet::new();
                     for v in e.run(input).map_err(|m| err(&e.field, m))? {
                         match to_json(&v) {
@@ -556,7 +575,32 @@ pub fn user_input(user: &Value, links: &UserLinks<'_>) -> Val {
     val
 }
 
+/// jq's name for a value's type, as a user reads it in an error.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 impl Mapping for JqMapping {
+    fn learn_blueprint(&self, definition: &Value) {
+        let Some(id) = definition["identifier"].as_str() else {
+            return;
+        };
+        for r in self.resources.iter().filter(|r| r.blueprint == id) {
+            for (name, rel) in &r.relations {
+                if let Some(many) = definition["relations"][name]["many"].as_bool() {
+                    rel.many.store(many, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     fn blueprints(&self) -> Vec<Value> {
         if self.builtin {
             DefaultMapping.blueprints()

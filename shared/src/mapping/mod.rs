@@ -38,6 +38,17 @@ pub enum MappingError {
         field: String,
         message: String,
     },
+    /// A selector that yields something other than one boolean: a mistake in the
+    /// configuration, not in the object, so the whole run stops before writing.
+    #[error("resources[{resource}].selector.query must yield one boolean, but yielded {yielded}")]
+    Selector { resource: usize, yielded: String },
+}
+
+impl MappingError {
+    /// Whether the error lies in the configuration rather than in one object.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, MappingError::Selector { .. })
+    }
 }
 
 /// The kinds of Okta objects, in the order they are converged (relation targets first).
@@ -103,6 +114,9 @@ pub trait Mapping: Send + Sync {
     fn builtin_shape(&self) -> bool {
         true
     }
+    /// Tells the mapping how Port defines one of its blueprints (it may have been made
+    /// outside okta-port): a relation's cardinality is Port's, not ours.
+    fn learn_blueprint(&self, _definition: &Value) {}
     fn map_group(&self, group: &Value) -> Result<Vec<Mapped>, MappingError>;
     fn map_app(&self, app: &Value) -> Result<Vec<Mapped>, MappingError>;
     fn map_user(&self, user: &Value, links: &UserLinks<'_>) -> Result<Vec<Mapped>, MappingError>;
@@ -156,6 +170,9 @@ impl Mapping for AppMapping {
     }
     fn builtin_shape(&self) -> bool {
         self.inner().builtin_shape()
+    }
+    fn learn_blueprint(&self, definition: &Value) {
+        self.inner().learn_blueprint(definition)
     }
     fn map_group(&self, group: &Value) -> Result<Vec<Mapped>, MappingError> {
         self.inner().map_group(group)

@@ -290,7 +290,10 @@ impl Client {
                 Ok(b) => b,
                 Err(e) => {
                     failures += 1;
-                    if failures < inner.retry.max_attempts {
+                    // Okta may have acted on a write whose answer broke off: a create is
+                    // never sent twice, whatever happened to its answer.
+                    if failures < inner.retry.max_attempts && retry_server_errors {
+                        tracing::warn!(endpoint, error = %e.without_url(), attempt = failures, "Okta answer broke off; retrying");
                         tokio::time::sleep(inner.retry.backoff(failures)).await;
                         continue;
                     }
@@ -307,8 +310,23 @@ impl Client {
                 inner.rate_limited.fetch_add(1, Ordering::Relaxed);
                 rate_limit_waits += 1;
                 if rate_limit_waits <= MAX_RATE_LIMIT_WAITS {
-                    // The limiter now knows the bucket is spent and waits for its reset.
-                    tracing::warn!(endpoint, "Okta answered 429; waiting for the rate-limit reset");
+                    if Budget::from_headers(&headers).is_some() {
+                        // The limiter now knows the bucket is spent and waits for its reset.
+                        tracing::warn!(endpoint, "Okta answered 429; waiting for the rate-limit reset");
+                    } else {
+                        // A 429 that says nothing of the window (a proxy, the concurrency
+                        // limit): Retry-After if given, else back off exponentially.
+                        let wait = crate::retry::retry_after(&headers)
+                            .unwrap_or_else(|| crate::retry::RATE_LIMIT_BACKOFF.backoff(rate_limit_waits))
+                            .min(inner.retry.max_delay);
+                        tracing::warn!(
+                            endpoint,
+                            wait_ms = wait.as_millis() as u64,
+                            "Okta answered 429 without rate-limit headers; backing off"
+                        );
+                        inner.limiter.record_wait(wait);
+                        tokio::time::sleep(wait).await;
+                    }
                     continue;
                 }
                 return Err(OktaError::RateLimited {
@@ -321,7 +339,16 @@ impl Client {
                 inner.auth.invalidate(credentials.generation).await;
                 continue;
             }
-            let error = api_error(status, &endpoint, &body, &headers);
+            let mut error = api_error(status, &endpoint, &body, &headers);
+            if status == StatusCode::FORBIDDEN
+                && let OktaError::Api { summary, .. } = &mut error
+            {
+                let scope = scope_for(&method, &endpoint);
+                summary.push_str(&format!(
+                    " (this call needs the {scope} scope for a service app, and an admin role \
+                     that may read it for either kind of credential)"
+                ));
+            }
             if status.is_server_error() && retry_server_errors {
                 failures += 1;
                 if failures < inner.retry.max_attempts {
@@ -446,6 +473,42 @@ impl OktaDirectory for Client {
             rate_limited: self.inner.rate_limited.load(Ordering::Relaxed),
             rate_limit_wait_ms: self.inner.limiter.waited().as_millis() as u64,
         }
+    }
+}
+
+/// The OAuth scope an API call needs (what a 403 most often means is missing).
+pub fn scope_for(method: &Method, path: &str) -> &'static str {
+    let read = *method == Method::GET;
+    match bucket_of(path) {
+        "apps" => {
+            if read {
+                "okta.apps.read"
+            } else {
+                "okta.apps.manage"
+            }
+        }
+        "groups.list" | "groups.get" | "groups.users" | "groups.sub" => {
+            if read {
+                "okta.groups.read"
+            } else {
+                "okta.groups.manage"
+            }
+        }
+        "eventHooks" => {
+            if read {
+                "okta.eventHooks.read"
+            } else {
+                "okta.eventHooks.manage"
+            }
+        }
+        "users.list" | "users.get" | "users.sub" => {
+            if read {
+                "okta.users.read"
+            } else {
+                "okta.users.manage"
+            }
+        }
+        _ => "matching okta.*",
     }
 }
 

@@ -155,6 +155,12 @@ impl RateLimiter {
     }
 
     /// Total time requests spent paused for rate limits.
+    /// Counts a wait spent outside `acquire` (a back-off after a bare 429).
+    pub fn record_wait(&self, wait: Duration) {
+        self.waited_ms
+            .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
     pub fn waited(&self) -> Duration {
         Duration::from_millis(self.waited_ms.load(Ordering::Relaxed))
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -262,7 +262,7 @@ impl Client {
                         );
                         wait
                     }
-                    408 | 502 | 503 | 504 => {
+                    408 | 500 | 502 | 503 | 504 => {
                         failures += 1;
                         if failures >= inner.retry.max_attempts {
                             return Ok((status, headers, bytes));
@@ -545,30 +545,30 @@ fn fail_all(ids: &[String], status: u16, error: &str, message: &str) -> Vec<Writ
 /// How long the server asked us to wait: `Retry-After` (seconds or an HTTP date), else,
 /// for a 429, `x-ratelimit-reset` (an epoch second above 10,000, else seconds from now).
 fn server_wait(headers: &HeaderMap, rate_limited: bool) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let now = chrono::Utc::now();
-    if let Some(v) = text(RETRY_AFTER.as_str()) {
-        if let Ok(secs) = v.trim().parse::<f64>() {
-            return Some(Duration::from_secs_f64(secs.max(0.0)));
-        }
-        if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v) {
-            return Some(
-                (at.with_timezone(&chrono::Utc) - now)
-                    .to_std()
-                    .unwrap_or_default(),
-            );
-        }
+    if let Some(wait) = crate::retry::retry_after(headers) {
+        return Some(wait);
     }
     if !rate_limited {
         return None;
     }
-    let reset = text("x-ratelimit-reset")?.trim().parse::<f64>().ok()?;
+    let reset = headers
+        .get("x-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
     let secs = if reset > 10_000.0 {
-        reset - now.timestamp() as f64
+        reset - chrono::Utc::now().timestamp() as f64
     } else {
         reset
     };
-    Some(Duration::from_secs_f64(secs.max(0.0)))
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
+}
+
+/// A per-entity failure worth sending again: Port or its proxy was briefly unable.
+fn is_transient(outcome: &Result<bool, WriteFailure>) -> bool {
+    matches!(outcome, Err(f) if f.status == 429 || f.status >= 500)
 }
 
 /// Splits serialized entities into bulk batches of at most 20 entities and 1 MiB.
@@ -595,7 +595,7 @@ impl PortCatalog for Client {
         let mut created = Vec::new();
         for bp in blueprints {
             let id = bp["identifier"].as_str().unwrap_or_default();
-            if self.blueprint_exists(id).await? {
+            if self.blueprint(id).await?.is_some() {
                 continue;
             }
             // Bare first: a relation may target a blueprint (even this one) not created yet.
@@ -642,7 +642,7 @@ impl PortCatalog for Client {
         Ok(created)
     }
 
-    async fn blueprint_exists(&self, blueprint: &str) -> Result<bool, PortError> {
+    async fn blueprint(&self, blueprint: &str) -> Result<Option<Value>, PortError> {
         let route = format!("/v1/blueprints/{blueprint}");
         let (status, headers, bytes) = self
             .request(
@@ -653,18 +653,56 @@ impl PortCatalog for Client {
             )
             .await?;
         match status {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_success() => {
+                let mut answer: Value =
+                    serde_json::from_slice(&bytes).map_err(|e| PortError::InvalidResponse {
+                        route: route.clone(),
+                        message: e.to_string(),
+                    })?;
+                Ok(Some(answer["blueprint"].take()))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
             s => Err(Self::api_error(&route, s, &headers, &bytes)),
         }
     }
 
     async fn upsert(&self, blueprint: &str, entities: Vec<Entity>) -> Vec<WriteResult> {
-        let results: Vec<Vec<WriteResult>> = futures::stream::iter(batches(entities))
-            .map(|batch| self.bulk_upsert(blueprint, batch))
-            .buffered(self.inner.max_concurrency)
-            .collect()
-            .await;
+        // Entities a bulk answer failed with a 5xx or 429 of their own (inside a 207) are
+        // sent again, with back-off, within the retry budget; the rest are final.
+        let mut results: Vec<Option<WriteResult>> = vec![None; entities.len()];
+        let mut pending: Vec<(usize, Entity)> = entities.into_iter().enumerate().collect();
+        let mut round = 0;
+        while !pending.is_empty() {
+            round += 1;
+            let (slots, batch): (Vec<usize>, Vec<Entity>) = pending.iter().cloned().unzip();
+            let answers: Vec<Vec<WriteResult>> = futures::stream::iter(batches(batch))
+                .map(|batch| self.bulk_upsert(blueprint, batch))
+                .buffered(self.inner.max_concurrency)
+                .collect()
+                .await;
+            let mut again = Vec::new();
+            for ((slot, result), entity) in slots
+                .into_iter()
+                .zip(answers.into_iter().flatten())
+                .zip(pending.into_iter().map(|(_, e)| e))
+            {
+                if is_transient(&result.outcome) && round < self.inner.retry.max_attempts {
+                    again.push((slot, entity));
+                } else {
+                    results[slot] = Some(result);
+                }
+            }
+            if !again.is_empty() {
+                tracing::warn!(
+                    blueprint,
+                    entities = again.len(),
+                    attempt = round,
+                    "Port failed some entities of a bulk upsert transiently; retrying them"
+                );
+                tokio::time::sleep(self.inner.retry.backoff(round)).await;
+            }
+            pending = again;
+        }
         results.into_iter().flatten().collect()
     }
 
@@ -705,6 +743,14 @@ impl PortCatalog for Client {
         self.search_own(blueprint, Vec::new()).await
     }
 
+    async fn list_own_among(
+        &self,
+        blueprint: &str,
+        identifiers: &[String],
+    ) -> Result<Vec<StoredEntity>, PortError> {
+        self.own_entities(blueprint, identifiers).await
+    }
+
     fn stats(&self) -> ApiStats {
         ApiStats {
             calls: self.inner.calls.load(Ordering::Relaxed),
@@ -717,7 +763,7 @@ impl PortCatalog for Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
 
     fn entity(id: &str, filler: usize) -> Entity {
         Entity {

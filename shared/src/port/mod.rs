@@ -112,8 +112,8 @@ pub trait PortCatalog: Send + Sync {
         &self,
         blueprints: &[Value],
     ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
-    /// Whether a blueprint exists.
-    fn blueprint_exists(&self, blueprint: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// A blueprint's definition as Port has it, or `None` when it does not exist.
+    fn blueprint(&self, blueprint: &str) -> impl Future<Output = Result<Option<Value>, PortError>> + Send;
     /// Upserts (merge) entities of one blueprint; one result per entity, in input order.
     fn upsert(&self, blueprint: &str, entities: Vec<Entity>)
     -> impl Future<Output = Vec<WriteResult>> + Send;
@@ -121,5 +121,11 @@ pub trait PortCatalog: Send + Sync {
     fn delete(&self, blueprint: &str, identifiers: &[String]) -> impl Future<Output = DeleteResult> + Send;
     /// Every entity of the blueprint written by this installation.
     fn list_own(&self, blueprint: &str) -> impl Future<Output = Result<Vec<StoredEntity>, PortError>> + Send;
+    /// Those of `identifiers` that are entities of this installation, as Port has them now.
+    fn list_own_among(
+        &self,
+        blueprint: &str,
+        identifiers: &[String],
+    ) -> impl Future<Output = Result<Vec<StoredEntity>, PortError>> + Send;
     fn stats(&self) -> ApiStats;
 }
