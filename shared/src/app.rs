@@ -36,12 +36,37 @@ pub enum HookSetupError {
     Hook(#[from] HookError),
 }
 
+/// Why one invocation of the scheduled resync failed. The function returns it as an error,
+/// so the invocation counts as failed and the ResyncErrors alarm fires.
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    #[error("invalid resync input: {0}")]
+    Input(#[from] serde_json::Error),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The run finished but is incomplete: failed listings or entities, refused deletions.
+    #[error("resync incomplete: {summary}")]
+    Incomplete { summary: String, report: Box<Report> },
+}
+
+impl InvocationError {
+    /// The run's report, when it got that far.
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            InvocationError::Incomplete { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+}
+
 pub struct App {
     pub okta: okta::Client,
     pub port: port::Client,
     pub mapping: AppMapping,
     pub options: ResyncOptions,
     pub hook: HookConfig,
+    /// Set once Port's blueprint definitions were read for the mapping (live path).
+    blueprints_read: tokio::sync::OnceCell<()>,
 }
 
 impl App {
@@ -58,6 +83,7 @@ impl App {
             mapping,
             options,
             hook: config.hook.clone(),
+            blueprints_read: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -87,6 +113,32 @@ impl App {
             &overrides.apply(&self.options),
         )
         .await
+    }
+
+    /// One invocation of the scheduled resync function: the run (with the schedule's
+    /// overrides), then, with `WEBHOOK_URL` set, the event hook check. Anything short of
+    /// complete is an error carrying the report.
+    pub async fn scheduled_resync(&self, payload: Value) -> Result<Report, InvocationError> {
+        let overrides = scheduled_overrides(payload)?;
+        let mut report = self.resync(overrides).await?;
+        if self.hook.url.is_some() {
+            // A hook problem must not block the resync, but it fails the invocation.
+            match self.ensure_hook(None).await {
+                Ok(outcome) => tracing::info!(?outcome, "event hook checked"),
+                Err(e) => report.errors.push(format!("event hook: {e}")),
+            }
+        }
+        if let Ok(json) = serde_json::to_string(&report) {
+            tracing::info!(report = %json, "resync finished");
+        }
+        if report.is_success() {
+            Ok(report)
+        } else {
+            Err(InvocationError::Incomplete {
+                summary: report.failure_summary(),
+                report: Box::new(report),
+            })
+        }
     }
 
     /// Makes sure Okta's event hook points at `url` (default: `WEBHOOK_URL`), with our
@@ -129,7 +181,31 @@ impl App {
         messages: &[(String, String)],
         processors: &[Box<dyn Processor>],
     ) -> BatchReport {
+        self.read_blueprints().await;
         live::apply_batch(messages, processors, &self.live()).await
+    }
+
+    /// Tells the mapping how Port defines its blueprints, once per process. On failure the
+    /// next batch tries again (a relation's cardinality then falls back to ours).
+    async fn read_blueprints(&self) {
+        use crate::mapping::Mapping;
+        if matches!(self.mapping, AppMapping::Builtin(_)) {
+            return; // its cardinalities are its own
+        }
+        let read = self
+            .blueprints_read
+            .get_or_try_init(|| async {
+                for bp in self.mapping.blueprint_ids() {
+                    if let Some(definition) = self.port.blueprint(&bp).await? {
+                        self.mapping.learn_blueprint(&definition);
+                    }
+                }
+                Ok::<(), PortError>(())
+            })
+            .await;
+        if let Err(e) = read {
+            tracing::warn!(error = %e, "could not read the blueprints from Port");
+        }
     }
 
     /// Creates the missing blueprints; returns the ones it created.

@@ -550,7 +550,13 @@ async fn prepare_blueprints<P: PortCatalog, M: Mapping>(
             tracing::info!(?created, "created missing blueprints");
         }
     }
-    for bp in mapping.blueprint_ids() {
+    // Blueprints the mapping brings are as it defines them; the others are the user's.
+    let own: HashSet<String> = mapping
+        .blueprints()
+        .iter()
+        .filter_map(|b| b["identifier"].as_str().map(str::to_owned))
+        .collect();
+    for bp in mapping.blueprint_ids().into_iter().filter(|bp| !own.contains(bp)) {
         if let Some(definition) = port.blueprint(&bp).await.map_err(SyncError::Blueprints)? {
             mapping.learn_blueprint(&definition);
         }

@@ -471,3 +471,67 @@ impl LogCapture {
         String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
     }
 }
+
+/// The `okta-port` CLI, built once per test process the way `cargo build --bin` builds it
+/// (so `cargo lambda watch` and these tests share the artifacts), for tests that run it as
+/// its own process.
+pub fn cli_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("workspace root")
+                .to_path_buf();
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--locked", "--bin", "okta-port"])
+                .current_dir(&root)
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build --bin okta-port failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            target.join("debug").join("okta-port")
+        })
+        .clone()
+}
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Env {
+    /// Runs the `okta-port` CLI as its own process against these simulators, with `extra`
+    /// variables on top (a variable given empty is removed), and waits for it.
+    pub async fn run_cli(&self, args: &[&str], extra: &[(&str, &str)]) -> CliRun {
+        let binary = tokio::task::spawn_blocking(cli_binary)
+            .await
+            .expect("build the CLI");
+        let mut command = tokio::process::Command::new(binary);
+        command.args(args).env_clear().env("RUST_LOG", "warn");
+        for (k, v) in self.variables() {
+            command.env(k, v);
+        }
+        for (k, v) in extra {
+            if v.is_empty() {
+                command.env_remove(k);
+            } else {
+                command.env(k, v);
+            }
+        }
+        let out = tokio::time::timeout(std::time::Duration::from_secs(300), command.output())
+            .await
+            .expect("the CLI finishes within 5 minutes")
+            .expect("run the CLI");
+        CliRun {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}

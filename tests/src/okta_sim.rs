@@ -80,20 +80,13 @@ pub enum Bucket {
     Other,
 }
 
-/// Forces `status` on requests whose path starts with `path_prefix`. The status
-/// [`FaultRule::BROKEN_ANSWER`] instead carries the request out and cuts its answer off.
+/// Forces `status` on requests whose path starts with `path_prefix`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRule {
     pub path_prefix: String,
     pub status: u16,
     /// How many more requests to fault; `None` = forever.
     pub times: Option<u32>,
-}
-
-impl FaultRule {
-    /// Not a status: the request is served (its side effects happen), then the connection
-    /// breaks half-way through the answer's body.
-    pub const BROKEN_ANSWER: u16 = 599;
 }
 
 /// Request counters since start or the last [`OktaSim::reset_calls`].
@@ -108,6 +101,8 @@ pub struct OktaCalls {
     /// Every 429 answered (rate limit, concurrency limit or a 429 fault rule).
     pub rate_limited_429: u64,
     pub faults_injected: u64,
+    /// Answers broken off after the request was carried out (see `break_answers`).
+    pub broken_answers: u64,
     pub max_in_flight_seen: usize,
     /// `POST /oauth2/v1/token` requests (nonce round trips and refusals included).
     pub token_requests: u64,
@@ -177,6 +172,7 @@ impl OktaSim {
                 calls: OktaCalls::default(),
                 buckets: HashMap::new(),
                 faults: Vec::new(),
+                broken_answers: Vec::new(),
                 hooks: Vec::new(),
                 hook_ids: StdRng::seed_from_u64(config.seed ^ 0x600C),
                 oauth: oauth::OAuthState::default(),
@@ -242,6 +238,16 @@ impl OktaSim {
 
     pub fn add_fault(&self, rule: FaultRule) {
         self.shared.lock().faults.push(rule);
+    }
+
+    /// The next `times` requests of `method` whose path starts with `path_prefix` are
+    /// carried out (their side effects happen), then their answers break off half-way.
+    pub fn break_answers(&self, method: &str, path_prefix: &str, times: u32) {
+        let method = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        self.shared
+            .lock()
+            .broken_answers
+            .push((method, path_prefix.to_owned(), times));
     }
 
     pub fn clear_faults(&self) {
@@ -330,6 +336,8 @@ struct SimState {
     calls: OktaCalls,
     buckets: HashMap<Bucket, Window>,
     faults: Vec<FaultRule>,
+    /// (method, path prefix, answers left to break).
+    broken_answers: Vec<(Method, String, u32)>,
     /// Event hooks in creation order.
     hooks: Vec<Hook>,
     /// Draws hook ids (separate from the fault RNG so hooks do not shift fault sequences).
@@ -809,13 +817,9 @@ impl SimState {
         let rate = window.headers();
 
         // Faults come before anything else, as a flaky proxy or node would.
-        let mut truncate = false;
+        let truncate = self.take_broken_answer(method, path);
         match self.take_fault(path, cfg.fault_rate) {
             None => {}
-            Some(FaultRule::BROKEN_ANSWER) => {
-                self.calls.faults_injected += 1;
-                truncate = true;
-            }
             Some(Fault::BARE_429) => {
                 self.calls.faults_injected += 1;
                 self.calls.rate_limited_429 += 1;
@@ -897,8 +901,23 @@ impl SimState {
         done(reply, rate)
     }
 
+    /// Whether to break this request's answer off (see [`OktaSim::break_answers`]).
+    fn take_broken_answer(&mut self, method: &Method, path: &str) -> bool {
+        let Some(rule) = self
+            .broken_answers
+            .iter_mut()
+            .find(|(m, prefix, left)| m == method && path.starts_with(prefix.as_str()) && *left > 0)
+        else {
+            return false;
+        };
+        rule.2 -= 1;
+        self.calls.faults_injected += 1;
+        self.calls.broken_answers += 1;
+        true
+    }
+
     /// Status to force on this request, from the rules first, then the random rate.
-    /// (`FaultRule::BROKEN_ANSWER` and `Fault::BARE_429` are codes, not statuses.)
+    /// (`Fault::BARE_429` is a code, not a status.)
     fn take_fault(&mut self, path: &str, fault_rate: f64) -> Option<u16> {
         let hit = self
             .faults
