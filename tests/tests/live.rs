@@ -681,6 +681,36 @@ async fn the_event_hook_is_provisioned_verified_and_kept_up_to_date() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_whose_creation_answer_breaks_off_is_created_once() {
+    let env = Env::with_org(generate(&OrgSpec {
+        users: 5,
+        groups: 2,
+        apps: 1,
+        seed: 3,
+    }))
+    .await;
+    let url = serve_webhook(harness::webhook_config()).await;
+    let mut config = env.config();
+    config.hook.secret = Some(harness::WEBHOOK_SECRET.to_string().into());
+    let app = okta_port::App::new(&config).unwrap();
+    // Okta creates the hook, then the connection breaks before its answer is read.
+    env.okta.break_answers("POST", "/api/v1/eventHooks", 1);
+    let err = app.ensure_hook(Some(&url)).await.unwrap_err();
+    assert!(err.to_string().contains("/api/v1/eventHooks"), "{err}");
+    let calls = env.okta.calls();
+    assert_eq!(calls.broken_answers, 1);
+    assert_eq!(env.okta.hooks().len(), 1, "the create was not sent twice");
+
+    // The next run finds that hook and finishes it: still exactly one, active and verified.
+    let outcome = app.ensure_hook(Some(&url)).await.unwrap();
+    assert!(!outcome.created && outcome.verified, "{outcome:?}");
+    let hooks = env.okta.hooks();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0]["status"], "ACTIVE");
+    assert_eq!(hooks[0]["verificationStatus"], "VERIFIED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_setup_explains_missing_permission_and_the_hook_limit() {
     let org = generate(&OrgSpec {
         users: 5,

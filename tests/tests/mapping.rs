@@ -722,3 +722,114 @@ async fn a_jq_error_on_one_object_fails_it_by_id_and_blocks_deletions() {
         "deletions are blocked by the mapping failure"
     );
 }
+
+/// Blueprints made by the user in Port, not by okta-port: `person.teams` is a
+/// many-relation there, and the configuration fills it with a jq stream (no brackets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blueprints_made_in_port_decide_cardinality_and_selectors_delete() {
+    const STREAM: &str = r#"
+resources:
+  - kind: okta-group
+    port:
+      entity:
+        mappings:
+          identifier: .id
+          title: .profile.name
+          blueprint: '"team"'
+          properties:
+            description: .profile.description
+  - kind: okta-user
+    selector:
+      query: '.status != "DEPROVISIONED"'
+    port:
+      entity:
+        mappings:
+          identifier: .id
+          title: .profile.login
+          blueprint: '"person"'
+          properties:
+            email: .profile.email
+          relations:
+            teams: '.groups[].id'
+"#;
+    let env = Env::with_org(org(200, 12, 4, 3)).await;
+    // The user's own blueprints, made in Port before okta-port ever ran.
+    let user_port = env.app();
+    user_port
+        .port
+        .ensure_blueprints(&[
+            json!({ "identifier": "team", "title": "Team", "schema": { "properties": {
+                "description": { "type": "string", "title": "Description" } } }, "relations": {} }),
+            json!({ "identifier": "person", "title": "Person", "schema": { "properties": {
+                "email": { "type": "string", "title": "Email" } } },
+                "relations": { "teams": { "title": "Teams", "target": "team", "many": true, "required": false } } }),
+        ])
+        .await
+        .unwrap();
+    let mut config = env.config();
+    config.mapping = ConfigSource::Inline(STREAM.to_owned());
+    let app = App::new(&config).unwrap();
+
+    let expected_teams = |env: &Env| -> BTreeMap<String, Vec<String>> {
+        env.okta.with_org(|org| {
+            org.users
+                .iter()
+                .filter(|u| u["status"] != "DEPROVISIONED")
+                .map(|u| {
+                    let id = u["id"].as_str().unwrap().to_owned();
+                    let teams: BTreeSet<String> = org
+                        .group_members
+                        .iter()
+                        .filter(|(_, m)| m.contains(&id))
+                        .map(|(g, _)| g.clone())
+                        .collect();
+                    (id, teams.into_iter().collect())
+                })
+                .collect()
+        })
+    };
+    let actual_teams = |env: &Env| -> BTreeMap<String, Vec<String>> {
+        env.port
+            .entities("person")
+            .iter()
+            .map(|e| {
+                let mut teams: Vec<String> = e["relations"]["teams"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned())
+                    .collect();
+                teams.sort();
+                (e["identifier"].as_str().unwrap().to_owned(), teams)
+            })
+            .collect()
+    };
+
+    let report = app.resync(Default::default()).await.unwrap();
+    assert!(report.is_success(), "{}", report.to_text());
+    let want = expected_teams(&env);
+    assert!(
+        want.values().any(|t| t.len() >= 2),
+        "some user is in several groups"
+    );
+    assert_eq!(actual_teams(&env), want);
+
+    // A user whose selector turns false is deleted by the next resync.
+    let leaver = env.okta.with_org(|org| {
+        let id = org.users.iter().find(|u| u["status"] == "ACTIVE").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(org.set_user_status(&id, "DEPROVISIONED"));
+        id
+    });
+    let report = App::new(&config)
+        .unwrap()
+        .resync(Default::default())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{}", report.to_text());
+    assert_eq!(report.blueprints["person"].deleted, 1);
+    assert!(env.port.entity("person", &leaver).is_none());
+    assert_eq!(actual_teams(&env), expected_teams(&env));
+}

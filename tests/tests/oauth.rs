@@ -476,3 +476,84 @@ async fn ssws_keeps_working_next_to_the_authorization_server() {
     assert_eq!(client.token_requests(), 0);
     assert_eq!(env.okta.calls().token_requests, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_apps_read_fails_the_run_and_empties_no_relation() {
+    let env = start(
+        org(300),
+        OAuthSimConfig {
+            clients: vec![KeyKind::Ec.client(&ALL_SCOPES)],
+            ..OAuthSimConfig::default()
+        },
+    )
+    .await;
+    let key = fixture("ec-private.pem");
+    let full = service_app_config(&env, &key, KeyKind::Ec.key_id(), &[]);
+    let report = App::new(&full)
+        .unwrap()
+        .resync(RunOverrides::default())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{}", report.to_text());
+    let before = env.catalog();
+
+    // Users leave and an assignment goes, while the token is issued without okta.apps.read
+    // (granted to the app, but not requested): /api/v1/apps answers 403.
+    let managers: std::collections::HashSet<String> = before[expected::USER_BLUEPRINT]
+        .values()
+        .filter_map(|u| u["relations"]["manager"].as_str().map(str::to_owned))
+        .collect();
+    env.okta.with_org(|org| {
+        let gone: Vec<String> = org
+            .users
+            .iter()
+            .filter(|u| u["status"] == "ACTIVE" && !managers.contains(u["id"].as_str().unwrap()))
+            .take(3)
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect();
+        for id in &gone {
+            assert!(org.delete_user(id));
+        }
+        let (app, user) = org
+            .app_user_assignments
+            .iter()
+            .find_map(|(a, users)| Some((a.clone(), users.iter().next()?.clone())))
+            .unwrap();
+        assert!(org.unassign_user(&app, &user));
+    });
+    let narrow = service_app_config(
+        &env,
+        &key,
+        KeyKind::Ec.key_id(),
+        &[("OKTA_SCOPES", "okta.users.read okta.groups.read")],
+    );
+    let report = App::new(&narrow)
+        .unwrap()
+        .resync(RunOverrides::default())
+        .await
+        .unwrap();
+    assert!(!report.is_success());
+    let errors = report.errors.join("\n");
+    for needle in ["403", "/api/v1/apps", "okta.apps.read"] {
+        assert!(errors.contains(needle), "{needle:?} not in {errors}");
+    }
+    assert!(
+        report.blueprints.values().all(|b| b.deleted == 0),
+        "{}",
+        report.to_text()
+    );
+    let after = env.catalog();
+    for (bp, entities) in &before {
+        for (id, old) in entities {
+            let new = after[bp]
+                .get(id)
+                .unwrap_or_else(|| panic!("{bp} {id} was deleted"));
+            for relation in ["applications", "groups"] {
+                assert_eq!(
+                    new["relations"][relation], old["relations"][relation],
+                    "{bp} {id}: {relation} changed on an incomplete picture"
+                );
+            }
+        }
+    }
+}
