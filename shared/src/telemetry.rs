@@ -1,24 +1,41 @@
 //! Logging setup. Logs go to stderr (the CLI keeps stdout for the report); in Lambda they
 //! are JSON lines for CloudWatch. `RUST_LOG` overrides the default level.
 
-use tracing::Subscriber;
+use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, FilterFn, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{Layer, Registry};
 
 /// The span lambda_runtime opens around each invocation, with its `requestId` field.
 const REQUEST_SPAN_TARGET: &str = "lambda_runtime::layers::trace";
+
+/// The targets of this workspace (the library, the CLI, the three functions).
+const OUR_TARGETS: [&str; 4] = ["okta_port", "webhook", "consumer", "resync"];
 
 fn filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
 }
 
+/// Our own code follows `RUST_LOG` down to trace; every dependency is capped at INFO,
+/// whatever `RUST_LOG` says. Below that, some write what they carry: lambda_runtime logs
+/// each raw event at trace (the webhook's secret header with it), HTTP and AWS clients log
+/// requests and answers (tokens, secret values).
+fn dependencies_capped() -> FilterFn<impl Fn(&Metadata<'_>) -> bool + Clone> {
+    filter_fn(|meta| {
+        let crate_name = meta.target().split("::").next().unwrap_or_default();
+        OUR_TARGETS.contains(&crate_name) || *meta.level() <= Level::INFO
+    })
+}
+
 /// Human-readable logs on stderr at `default` level ("info" shows progress).
 pub fn init_cli(default: &str) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter(default))
+    let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter(filter(default).and(dependencies_capped()));
+    let _ = tracing::subscriber::set_global_default(Registry::default().with(layer));
 }
 
 /// JSON lines, as CloudWatch Logs Insights queries them best. Each line written during an
@@ -28,7 +45,7 @@ pub fn init_lambda() {
 }
 
 /// The Lambda subscriber writing to `writer`. The request span stays enabled whatever
-/// `RUST_LOG` says, so no line loses its request id.
+/// `RUST_LOG` says, so no line loses its request id; dependencies stay at INFO at most.
 pub fn lambda_subscriber<W>(filter: EnvFilter, writer: W) -> impl Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -38,15 +55,38 @@ where
             .parse()
             .expect("a valid directive"),
     );
-    tracing_subscriber::fmt()
+    let layer = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_target(false)
         .with_current_span(false)
         .with_span_list(true)
         .without_time()
         .with_writer(writer)
-        .finish()
+        .with_filter(filter.and(dependencies_capped()));
+    Registry::default().with(layer)
+}
+
+/// For a function binary started outside Lambda: one clear line and exit status 2, instead
+/// of the runtime's panic (exit 101) on its missing `AWS_LAMBDA_*` variables.
+pub fn require_lambda(function: &str) {
+    const NEEDED: [&str; 4] = [
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+    ];
+    let missing: Vec<&str> = NEEDED
+        .into_iter()
+        .filter(|v| std::env::var_os(v).is_none_or(|x| x.is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "{function}: not running in AWS Lambda ({} not set); run it locally with \
+             `cargo lambda watch`, or use the okta-port CLI",
+            missing.join(", ")
+        );
+        std::process::exit(2);
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +139,25 @@ mod tests {
         assert_eq!(
             line["spans"][0]["requestId"],
             "8476a536-e9f4-11e8-9739-2dfe598c3fcd"
+        );
+    }
+
+    #[test]
+    fn dependencies_stay_at_info_even_at_trace() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = lambda_subscriber(EnvFilter::new("trace"), move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "lambda_runtime::runtime", "raw event: authorization s3cret");
+            tracing::debug!(target: "aws_smithy_runtime::client", "response body s3cret");
+            tracing::info!(target: "lambda_runtime::runtime", "started");
+            tracing::trace!("our own trace line");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("started") && text.contains("our own trace line"),
+            "{text}"
         );
     }
 

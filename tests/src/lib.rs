@@ -4,6 +4,7 @@
 
 pub mod expected;
 pub mod harness;
+pub mod lambda_emu;
 pub mod moto;
 pub mod okta_sim;
 pub mod orggen;

@@ -613,15 +613,15 @@ fn bad_configurations_are_refused_with_precise_messages() {
         e.to_string(),
         "PORT_APP_CONFIG: resources[1].selector.query: must yield a boolean, yields \"yes\""
     );
-    // …and one that yields a non-boolean for an object fails that object, by id.
+    // …and one that yields a non-boolean for an object is a configuration error, naming
+    // the resource and the value's type (the resync stops before any write).
     let mapping = jq(&user_config(".status", ".id"));
     let user = json!({ "id": "00u1", "status": "ACTIVE", "profile": {} });
+    let err = mapping.map_user(&user, &UserLinks::default()).unwrap_err();
+    assert!(err.is_configuration());
     assert_eq!(
-        mapping
-            .map_user(&user, &UserLinks::default())
-            .unwrap_err()
-            .to_string(),
-        "resources[1].selector.query: must yield one boolean, yielded [\"ACTIVE\"]"
+        err.to_string(),
+        "resources[1].selector.query must yield one boolean, but yielded string (\"ACTIVE\")"
     );
 
     // A blueprint okta-port cannot know in advance.
