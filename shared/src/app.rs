@@ -185,6 +185,36 @@ impl App {
         live::apply_batch(messages, processors, &self.live()).await
     }
 
+    /// `apply_batch`, bounded by `budget` (the invocation's time left, less a margin): work
+    /// still waiting then (an Okta that keeps answering 429, a stalled Port) is handed back
+    /// to the queue as failed messages, rather than cut off by Lambda's timeout.
+    pub async fn apply_batch_within(
+        &self,
+        messages: &[(String, String)],
+        processors: &[Box<dyn Processor>],
+        budget: std::time::Duration,
+    ) -> BatchReport {
+        match tokio::time::timeout(budget, self.apply_batch(messages, processors)).await {
+            Ok(report) => report,
+            Err(_) => {
+                let reason = format!(
+                    "not finished within the invocation's time ({} s left at its start); handed back to the queue",
+                    budget.as_secs()
+                );
+                tracing::warn!(messages = messages.len(), "{reason}");
+                BatchReport {
+                    failed_messages: messages.iter().map(|(id, _)| id.clone()).collect(),
+                    failures: messages
+                        .iter()
+                        .map(|(id, _)| (id.clone(), reason.clone()))
+                        .collect(),
+                    events: messages.len(),
+                    ..BatchReport::default()
+                }
+            }
+        }
+    }
+
     /// Tells the mapping how Port defines its blueprints, once per process. On failure the
     /// next batch tries again (a relation's cardinality then falls back to ours).
     async fn read_blueprints(&self) {

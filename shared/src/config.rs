@@ -295,10 +295,11 @@ fn parse_url(raw: &str, var: &'static str) -> Result<Url, ConfigError> {
 
 fn validate_installation_id(id: &str) -> Result<(), ConfigError> {
     // It ends our User-Agent, which we match with endsWith: a slash would break that match.
-    if id.contains('/') || id.chars().any(char::is_whitespace) {
+    // It also goes into an HTTP header: printable ASCII only.
+    if id.contains('/') || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ConfigError::Invalid {
             var: "INSTALLATION_ID",
-            reason: "must not contain '/' or white space".into(),
+            reason: "must be printable ASCII without '/' or white space (it ends the User-Agent)".into(),
         });
     }
     Ok(())

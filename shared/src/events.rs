@@ -40,15 +40,21 @@ pub fn is_handled(event_type: &str) -> bool {
 }
 
 /// Why a delivery was refused (a 400: Okta does not retry 4xx, and nothing was queued).
+/// Only the delivery as a whole can be refused: a bad event inside it is set aside.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DeliveryError {
     #[error("body is not JSON: {0}")]
     NotJson(String),
     #[error("body has no data.events array")]
     NoEvents,
-    #[error("event {index} has no eventType")]
-    NoEventType { index: usize },
 }
+
+/// The target types the consumer reads; the others (AppUser assignment ids, sessions, ...)
+/// are not queued.
+pub const QUEUED_TARGET_TYPES: [&str; 3] = ["User", "UserGroup", "AppInstance"];
+
+/// Bytes one queue message may take (SQS's 256 KiB, less room for SQS's own accounting).
+pub const MAX_QUEUED_BYTES: usize = 250_000;
 
 /// One target of a System Log event. `type` says what the id is: in app assignment
 /// events the `AppUser` id is an assignment id, the user is the `User` target.
@@ -89,12 +95,69 @@ impl QueuedEvent {
     }
 }
 
+impl QueuedEvent {
+    /// The event as queue messages: one, or several when its targets do not fit in one
+    /// message (an event touching thousands of users). Each part keeps the event's fields
+    /// and a share of its targets; parts after the first get `uuid#n`, so the consumer's
+    /// duplicate check by uuid keeps them all.
+    pub fn into_messages(self) -> Vec<String> {
+        let whole = serde_json::to_string(&self).expect("queued events serialize");
+        if whole.len() <= MAX_QUEUED_BYTES {
+            return vec![whole];
+        }
+        let bare = QueuedEvent {
+            targets: Vec::new(),
+            ..self.clone()
+        };
+        // Room for the uuid suffix and the separators.
+        let room = MAX_QUEUED_BYTES - serde_json::to_string(&bare).expect("serializes").len() - 32;
+        let mut parts: Vec<Vec<Target>> = vec![Vec::new()];
+        let mut used = 0;
+        for target in self.targets {
+            let size = serde_json::to_string(&target).expect("serializes").len() + 1;
+            if used + size > room && !parts.last().expect("one part").is_empty() {
+                parts.push(Vec::new());
+                used = 0;
+            }
+            used += size;
+            parts.last_mut().expect("one part").push(target);
+        }
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(n, targets)| {
+                let uuid = match (&bare.uuid, n) {
+                    (uuid, 0) => uuid.clone(),
+                    (Some(uuid), n) => Some(format!("{uuid}#{n}")),
+                    (None, _) => None,
+                };
+                let part = QueuedEvent {
+                    uuid,
+                    targets,
+                    ..bare.clone()
+                };
+                serde_json::to_string(&part).expect("queued events serialize")
+            })
+            .collect()
+    }
+}
+
+/// An event of a delivery that cannot be used, set aside and counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    pub index: usize,
+    pub uuid: Option<String>,
+    pub reason: &'static str,
+}
+
 /// A validated delivery: every event, and the ones okta-port handles as queue messages.
 #[derive(Debug)]
 pub struct Delivery {
     pub delivery_id: Option<String>,
     pub total: usize,
     pub kept: Vec<QueuedEvent>,
+    /// Events that cannot be used (no event type, targets of the wrong shape).
+    pub malformed: Vec<Malformed>,
 }
 
 /// Validates an event hook delivery and keeps the events okta-port handles.
@@ -106,23 +169,46 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, DeliveryError> {
         .ok_or(DeliveryError::NoEvents)?;
     let delivery_id = value["eventId"].as_str().map(str::to_owned);
     let mut kept = Vec::new();
+    let mut malformed = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        let event_type = event["eventType"]
-            .as_str()
-            .ok_or(DeliveryError::NoEventType { index })?;
+        let uuid = event["uuid"].as_str().map(str::to_owned);
+        let mut set_aside = |reason| {
+            malformed.push(Malformed {
+                index,
+                uuid: uuid.clone(),
+                reason,
+            })
+        };
+        let Some(event_type) = event["eventType"].as_str() else {
+            set_aside("no eventType string");
+            continue;
+        };
         if !is_handled(event_type) {
             continue;
         }
         // Preview deliveries may carry `target: null`; targets without an id are useless.
-        let targets = event["target"]
-            .as_array()
+        let targets: Vec<Target> = match &event["target"] {
+            Value::Null => Vec::new(),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|t| serde_json::from_value::<Target>(t.clone()).ok())
+                .collect(),
+            _ => {
+                set_aside("target is not an array");
+                continue;
+            }
+        };
+        if targets.is_empty() && event["target"].as_array().is_some_and(|t| !t.is_empty()) {
+            set_aside("no target of a known shape");
+            continue;
+        }
+        let targets = targets
             .into_iter()
-            .flatten()
-            .filter_map(|t| serde_json::from_value::<Target>(t.clone()).ok())
+            .filter(|t| QUEUED_TARGET_TYPES.contains(&t.kind.as_str()))
             .collect();
         kept.push(QueuedEvent {
             delivery_id: delivery_id.clone(),
-            uuid: event["uuid"].as_str().map(str::to_owned),
+            uuid,
             event_type: event_type.to_owned(),
             published: event["published"].as_str().map(str::to_owned),
             targets,
@@ -132,6 +218,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, DeliveryError> {
         delivery_id,
         total: events.len(),
         kept,
+        malformed,
     })
 }
 
@@ -170,9 +257,52 @@ mod tests {
             parse_delivery(br#"{"data":{"events":{}}}"#).unwrap_err(),
             DeliveryError::NoEvents
         );
+        // A bad event is set aside; the good ones stay.
+        let d = parse_delivery(
+            br#"{"data":{"events":[{"eventType":"group.profile.update","target":[{"id":"00g1","type":"UserGroup"}]},{"uuid":"1"},{"eventType":7},{"eventType":"user.lifecycle.create","target":{"id":"00u1"}},{"eventType":"user.lifecycle.create","target":[{"nope":1}]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.kept.len(), 1);
+        let reasons: Vec<(usize, &str)> = d.malformed.iter().map(|m| (m.index, m.reason)).collect();
         assert_eq!(
-            parse_delivery(br#"{"data":{"events":[{"eventType":"x"},{"uuid":"1"}]}}"#).unwrap_err(),
-            DeliveryError::NoEventType { index: 1 }
+            reasons,
+            [
+                (1, "no eventType string"),
+                (2, "no eventType string"),
+                (3, "target is not an array"),
+                (4, "no target of a known shape")
+            ]
         );
+    }
+
+    #[test]
+    fn an_event_with_thousands_of_targets_is_split_to_fit() {
+        let targets: Vec<Target> = (0..6000)
+            .map(|i| Target {
+                id: format!("00u{i:017}"),
+                kind: "User".into(),
+                alternate_id: Some(format!("user.number.{i}@example.com")),
+            })
+            .collect();
+        let event = QueuedEvent {
+            delivery_id: Some("d".into()),
+            uuid: Some("u".into()),
+            event_type: "group.application_assignment.add".into(),
+            published: None,
+            targets: targets.clone(),
+        };
+        let messages = event.into_messages();
+        assert!(messages.len() >= 2, "{}", messages.len());
+        let parts: Vec<QueuedEvent> = messages
+            .iter()
+            .map(|m| {
+                assert!(m.len() <= MAX_QUEUED_BYTES, "{}", m.len());
+                serde_json::from_str(m).unwrap()
+            })
+            .collect();
+        let rejoined: Vec<Target> = parts.iter().flat_map(|p| p.targets.clone()).collect();
+        assert_eq!(rejoined, targets);
+        assert_eq!(parts[0].uuid.as_deref(), Some("u"));
+        assert_eq!(parts[1].uuid.as_deref(), Some("u#1"));
     }
 }

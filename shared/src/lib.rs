@@ -6,6 +6,7 @@
 //! by `okta::Client` and `port::Client`.
 
 pub mod app;
+pub mod aws;
 pub mod config;
 pub mod events;
 pub mod hooks;

@@ -193,6 +193,8 @@ pub struct WebhookOutcome {
     pub ignored: usize,
     /// Events the queue accepted.
     pub queued: usize,
+    /// Events that could not be used (set aside; the rest of the delivery went through).
+    pub malformed: usize,
     /// Why the request was refused (answered 4xx or 5xx), if it was.
     pub refused: Option<&'static str>,
     /// Okta's verification GET (not a delivery).
@@ -214,6 +216,7 @@ pub fn webhook(outcome: &WebhookOutcome, request_id: Option<&str>) -> Vec<Docume
             .count("EventsReceived", outcome.received as u64)
             .count("EventsIgnored", outcome.ignored as u64)
             .count("EventsQueued", outcome.queued as u64)
+            .count("EventsMalformed", outcome.malformed as u64)
             .count("DeliveriesRefused", u64::from(outcome.refused.is_some())),
     ]
 }

@@ -125,8 +125,19 @@ impl Sqs {
     /// Client from the standard AWS configuration (environment, profile, role): region and
     /// endpoint included, so `AWS_ENDPOINT_URL` points it at moto.
     pub async fn from_env(queue_url: String) -> Sqs {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let config = crate::aws::sdk_config(crate::aws::GENERAL).await;
         Sqs::new(aws_sdk_sqs::Client::new(&config), queue_url)
+    }
+
+    /// The webhook's queue: every send bounded by `aws::WEBHOOK_SEND`, so that a refused,
+    /// throttled, failing or stalled SQS is a 503 well within Okta's 3 s.
+    pub async fn for_webhook(queue_url: String) -> Sqs {
+        let config = crate::aws::sdk_config(crate::aws::WEBHOOK_SEND).await;
+        Sqs::new(aws_sdk_sqs::Client::new(&config), queue_url).with_retry(RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+        })
     }
 
     pub fn new(client: aws_sdk_sqs::Client, queue_url: String) -> Sqs {

@@ -32,7 +32,7 @@ pub enum SecretsError {
         key: String,
         found: &'static str,
     },
-    #[error("could not read secret {arn} (SECRETS_ARN): {message}")]
+    #[error("could not read secret {arn} (SECRETS_ARN) from AWS Secrets Manager: {message}")]
     Transport { arn: String, message: String },
 }
 
@@ -211,7 +211,10 @@ impl Lookup {
 
     /// `SECRETS_ARN`, from the environment.
     pub fn secret_id(&self) -> Option<String> {
+        // A value pasted with its newline must not become a "not found" split over two lines.
         self.env_value(SECRETS_ARN)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     /// A setting: from the environment if set there, else from the secret.
@@ -255,7 +258,7 @@ pub async fn environment() -> Result<Lookup, SecretsError> {
             if env.secret_id().is_none() {
                 return Ok(env);
             }
-            let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let config = crate::aws::sdk_config(crate::aws::STARTUP).await;
             env.with_secret(&aws_sdk_secretsmanager::Client::new(&config))
                 .await
         })

@@ -66,6 +66,15 @@ where
     Registry::default().with(layer)
 }
 
+/// A function's cold start that cannot go on: the reason goes to the log as one line
+/// (Display, never Debug, so it reads as the message and carries no secret), then the
+/// process exits, which Lambda reports as an init failure.
+pub fn init_failed(function: &str, error: &dyn std::fmt::Display) -> ! {
+    tracing::error!(error = %error, "{function}: cold start failed");
+    eprintln!("{function}: cold start failed: {error}");
+    std::process::exit(1);
+}
+
 /// For a function binary started outside Lambda: one clear line and exit status 2, instead
 /// of the runtime's panic (exit 101) on its missing `AWS_LAMBDA_*` variables.
 pub fn require_lambda(function: &str) {

@@ -3,18 +3,25 @@
 //! relevant events to the queue, answering 200 only once the queue has accepted them all.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use lambda_http::http::{HeaderName, Method, StatusCode};
+use lambda_http::http::{HeaderName, HeaderValue, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use crate::events::parse_delivery;
+use crate::events::{QueuedEvent, parse_delivery};
 use crate::metrics::WebhookOutcome;
 use crate::queue::EventQueue;
 
 /// Okta's body limit for us: larger deliveries are refused (413).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The longest Okta's verification challenge may be (Okta sends a short token).
+pub const MAX_CHALLENGE_BYTES: usize = 1024;
+/// Time the queue gets before the delivery is answered 503: Okta waits 3 s in all, and
+/// the function's own start and the answer's way back need the rest.
+pub const QUEUE_DEADLINE: Duration = Duration::from_millis(2_000);
 
 #[derive(Debug)]
 pub struct WebhookConfig {
@@ -35,10 +42,18 @@ impl WebhookConfig {
                 reason: e.to_string(),
             }
         })?;
-        let secret = get("OKTA_WEBHOOK_SECRET")
-            .filter(|s| !s.is_empty())
-            .map(SecretString::from);
-        Ok(Self { secret, header })
+        let secret = get("OKTA_WEBHOOK_SECRET").filter(|s| !s.is_empty());
+        if secret.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            // HTTP trims header values: no delivery could ever match a blank secret.
+            return Err(crate::config::ConfigError::Invalid {
+                var: "OKTA_WEBHOOK_SECRET",
+                reason: "is only white space; set the value Okta sends (or leave it unset)".into(),
+            });
+        }
+        Ok(Self {
+            secret: secret.map(SecretString::from),
+            header,
+        })
     }
 }
 
@@ -97,6 +112,10 @@ fn verification(request: &Request) -> (Response<Body>, WebhookOutcome) {
         .get("x-okta-verification-challenge")
         .and_then(|v| v.to_str().ok())
     {
+        Some(challenge) if challenge.len() > MAX_CHALLENGE_BYTES => {
+            let response = refuse(StatusCode::BAD_REQUEST, "verification challenge too long");
+            return (response, refused("challenge_too_long"));
+        }
         Some(challenge) => {
             tracing::info!("answered Okta's verification challenge");
             let body = serde_json::json!({ "verification": challenge }).to_string();
@@ -155,32 +174,133 @@ async fn delivery<Q: EventQueue>(
             );
         }
     };
+    for bad in &delivery.malformed {
+        // Set aside and counted: Okta never retries a 4xx, so refusing would lose the rest.
+        tracing::warn!(
+            delivery = delivery.delivery_id,
+            index = bad.index,
+            uuid = bad.uuid,
+            reason = bad.reason,
+            "event set aside"
+        );
+    }
     let mut outcome = WebhookOutcome {
         received: delivery.total,
-        ignored: delivery.total - delivery.kept.len(),
+        ignored: delivery.total - delivery.kept.len() - delivery.malformed.len(),
+        malformed: delivery.malformed.len(),
         ..WebhookOutcome::default()
     };
+    let uuids: Vec<String> = delivery.kept.iter().filter_map(|e| e.uuid.clone()).collect();
+    let kept = delivery.kept.len();
     let messages: Vec<String> = delivery
         .kept
-        .iter()
-        .map(|e| serde_json::to_string(e).expect("queued events serialize"))
+        .into_iter()
+        .flat_map(QueuedEvent::into_messages)
         .collect();
-    if !messages.is_empty()
-        && let Err(e) = queue.send_all(&messages).await
-    {
-        // A 5xx makes Okta deliver again.
-        tracing::error!(delivery = delivery.delivery_id, error = %e, "could not queue the delivery");
-        outcome.refused = Some("queue_unavailable");
-        return (reply(StatusCode::SERVICE_UNAVAILABLE, ""), outcome);
+    if !messages.is_empty() {
+        // A 5xx makes Okta deliver again, once: it must reach Okta within its 3 s.
+        let failure = match tokio::time::timeout(QUEUE_DEADLINE, queue.send_all(&messages)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {} ms", QUEUE_DEADLINE.as_millis())),
+        };
+        if let Some(error) = failure {
+            tracing::error!(
+                delivery = delivery.delivery_id,
+                error,
+                "could not queue the delivery"
+            );
+            outcome.refused = Some("queue_unavailable");
+            return (reply(StatusCode::SERVICE_UNAVAILABLE, ""), outcome);
+        }
     }
-    outcome.queued = messages.len();
+    outcome.queued = kept;
     tracing::info!(
         delivery = delivery.delivery_id,
         events = delivery.total,
-        queued = messages.len(),
-        ignored = delivery.total - messages.len(),
-        uuids = ?delivery.kept.iter().filter_map(|e| e.uuid.as_deref()).collect::<Vec<_>>(),
+        queued = kept,
+        messages = messages.len(),
+        ignored = outcome.ignored,
+        malformed = outcome.malformed,
+        uuids = ?uuids,
         "delivery accepted"
     );
     (reply(StatusCode::OK, ""), outcome)
+}
+
+/// A Function URL event (payload format 2.0) as a request, read leniently: Lambda hands
+/// over whatever the client sent, and a header value no HTTP library accepts (a control
+/// character) must become our 4xx, not a function error raised before our handler runs.
+/// Headers that are not valid HTTP are left out (a secret header among them then fails
+/// authentication); their values are never logged.
+pub fn request_from_function_url(event: &Value) -> Result<Request, &'static str> {
+    let method = event
+        .pointer("/requestContext/http/method")
+        .and_then(Value::as_str)
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or("not a Function URL request (no requestContext.http.method)")?;
+    let body = match event.get("body") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(text)) if event["isBase64Encoded"].as_bool() == Some(true) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| "body is not valid base64")?
+        }
+        Some(Value::String(text)) => text.clone().into_bytes(),
+        Some(_) => return Err("body is not a string"),
+    };
+    let mut request = Request::new(Body::from(body));
+    *request.method_mut() = method;
+    let mut skipped = 0;
+    for (name, value) in event["headers"].as_object().into_iter().flatten() {
+        let parsed = (
+            HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+            value.as_str().map(HeaderValue::from_str),
+        );
+        match parsed {
+            (Ok(name), Some(Ok(value))) => {
+                request.headers_mut().append(name, value);
+            }
+            _ => skipped += 1,
+        }
+    }
+    if skipped > 0 {
+        tracing::info!(skipped, "left out request headers that are not valid HTTP");
+    }
+    Ok(request)
+}
+
+/// A response as the Function URL expects it back from the function.
+pub fn function_url_response(response: Response<Body>) -> Value {
+    let (parts, body) = response.into_parts();
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::String(v.to_str().ok()?.to_owned()))))
+        .collect();
+    serde_json::json!({
+        "statusCode": parts.status.as_u16(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(body.as_ref()),
+        "isBase64Encoded": false,
+    })
+}
+
+/// The webhook function's whole work for one Function URL event.
+pub async fn handle_function_url<Q: EventQueue>(
+    event: &Value,
+    config: &WebhookConfig,
+    queue: &Q,
+) -> (Value, WebhookOutcome) {
+    match request_from_function_url(event) {
+        Ok(request) => {
+            let (response, outcome) = handle_counted(&request, config, queue).await;
+            (function_url_response(response), outcome)
+        }
+        Err(reason) => (
+            function_url_response(refuse(StatusCode::BAD_REQUEST, reason)),
+            refused("malformed"),
+        ),
+    }
 }

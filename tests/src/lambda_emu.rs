@@ -248,6 +248,14 @@ impl Function {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Waits up to `within` for the process to exit on its own.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
     pub async fn stop(mut self) -> String {
         let _ = self.child.kill().await;
         self.logs()

@@ -103,6 +103,8 @@ pub struct OktaCalls {
     pub faults_injected: u64,
     /// Answers broken off after the request was carried out (see `break_answers`).
     pub broken_answers: u64,
+    /// When each 429 of a [`OktaSim::throttle_bare`] window was answered.
+    pub bare_429s_at: Vec<Instant>,
     pub max_in_flight_seen: usize,
     /// `POST /oauth2/v1/token` requests (nonce round trips and refusals included).
     pub token_requests: u64,
@@ -173,6 +175,7 @@ impl OktaSim {
                 buckets: HashMap::new(),
                 faults: Vec::new(),
                 broken_answers: Vec::new(),
+                bare_throttle_until: None,
                 hooks: Vec::new(),
                 hook_ids: StdRng::seed_from_u64(config.seed ^ 0x600C),
                 oauth: oauth::OAuthState::default(),
@@ -248,6 +251,12 @@ impl OktaSim {
             .lock()
             .broken_answers
             .push((method, path_prefix.to_owned(), times));
+    }
+
+    /// For `window` from now, every API call is answered 429 with no rate-limit header
+    /// (an edge throttle that says nothing of when to come back).
+    pub fn throttle_bare(&self, window: Duration) {
+        self.shared.lock().bare_throttle_until = Some(Instant::now() + window);
     }
 
     pub fn clear_faults(&self) {
@@ -338,6 +347,8 @@ struct SimState {
     faults: Vec<FaultRule>,
     /// (method, path prefix, answers left to break).
     broken_answers: Vec<(Method, String, u32)>,
+    /// Until then, every API call is answered 429 without rate-limit headers.
+    bare_throttle_until: Option<Instant>,
     /// Event hooks in creation order.
     hooks: Vec<Hook>,
     /// Draws hook ids (separate from the fault RNG so hooks do not shift fault sequences).
@@ -817,6 +828,14 @@ impl SimState {
         let rate = window.headers();
 
         // Faults come before anything else, as a flaky proxy or node would.
+        if self
+            .bare_throttle_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            self.calls.rate_limited_429 += 1;
+            self.calls.bare_429s_at.push(Instant::now());
+            return done(Reply::for_status(429, path), RateHeaders::bare());
+        }
         let truncate = self.take_broken_answer(method, path);
         match self.take_fault(path, cfg.fault_rate) {
             None => {}

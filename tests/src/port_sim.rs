@@ -193,6 +193,11 @@ impl PortSim {
     }
 
     /// Every token issued so far becomes invalid (401), as if it had expired.
+    /// Every access token issued so far (for tests that check none reaches a log line).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state().tokens.keys().cloned().collect()
+    }
+
     pub fn expire_tokens(&self) {
         let mut st = self.state();
         st.tokens.clear();

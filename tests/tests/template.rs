@@ -858,6 +858,20 @@ fn check_alarms(t: &Template) -> Checked {
             }
         }
     }
+    // Deliveries the webhook refused with a 5xx are not function errors: watched apart.
+    let webhook = t.function("webhook")?;
+    let refusals_watched = t.of_type("AWS::CloudWatch::Alarm").any(|(_, a)| {
+        let p = &a["Properties"];
+        p["Namespace"] == "AWS/Lambda"
+            && p["MetricName"] == "Url5xxCount"
+            && p["Dimensions"] == json!([{ "Name": "FunctionName", "Value": reference(webhook) }])
+            && p["Threshold"] == json!(0)
+    });
+    if !refusals_watched {
+        found.push(format!(
+            "no alarm on {webhook}'s Url5xxCount > 0 (deliveries refused to Okta)"
+        ));
+    }
     let topics: BTreeMap<&str, &Value> = t
         .of_type("AWS::SNS::Topic")
         .map(|(id, r)| (id, &r["Condition"]))
@@ -1342,6 +1356,18 @@ fn errors_throttles_and_the_dlq_raise_alarms() {
         &unwatched,
         "the resync's throttles are not watched",
         "Throttles",
+    );
+    let refusals_unwatched = t.mutated(|d| {
+        d["Resources"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|_, r| r["Properties"]["MetricName"] != "Url5xxCount");
+    });
+    assert_fails(
+        check_alarms,
+        &refusals_unwatched,
+        "the webhook's 5xx answers to Okta are not watched",
+        "Url5xxCount",
     );
     let unconditional = t.mutated(|d| {
         let topic = d["Resources"]

@@ -2,14 +2,23 @@
 //! a batch of events touched, and reports only the messages whose work failed.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use std::time::{Duration, SystemTime};
+
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use okta_port::live::{AppProcessor, GroupProcessor, Processor, UserProcessor};
 use okta_port::{App, metrics};
 
+/// Time kept back from the invocation's deadline to report the batch's failures.
+const MARGIN: Duration = Duration::from_secs(3);
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    okta_port::telemetry::require_lambda("consumer");
     okta_port::telemetry::init_lambda();
-    let app = App::from_environment().await?;
+    let app = match App::from_environment().await {
+        Ok(app) => app,
+        Err(e) => okta_port::telemetry::init_failed("consumer", &e),
+    };
     // One processor per resource kind, in convergence order (relation targets first).
     let processors: Vec<Box<dyn Processor>> = vec![
         Box::new(GroupProcessor),
@@ -20,7 +29,14 @@ async fn main() -> Result<(), Error> {
         let (app, processors) = (&app, &processors);
         async move {
             let messages = okta_port::live::sqs_messages(event.payload);
-            let report = app.apply_batch(&messages, processors).await;
+            let left = event
+                .context
+                .deadline()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let report = app
+                .apply_batch_within(&messages, processors, left.saturating_sub(MARGIN))
+                .await;
             tracing::info!(?report, "batch done");
             let lags = metrics::applied_event_lags(&messages, &report, processors);
             metrics::emit_stdout(&metrics::consumer(

@@ -17,7 +17,11 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Report, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    okta_port::telemetry::require_lambda("resync");
     okta_port::telemetry::init_lambda();
-    let app = App::from_environment().await?;
+    let app = match App::from_environment().await {
+        Ok(app) => app,
+        Err(e) => okta_port::telemetry::init_failed("resync", &e),
+    };
     lambda_runtime::run(service_fn(|event| handle(&app, event))).await
 }

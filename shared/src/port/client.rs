@@ -147,6 +147,13 @@ impl Client {
         let (status, _, bytes) = self
             .send_with_retries(Method::POST, url, route, Some(body.into()), None)
             .await?;
+        if matches!(status.as_u16(), 404 | 405) {
+            return Err(PortError::NotPortApi {
+                url: self.inner.base.to_string(),
+                route: route.into(),
+                status: status.as_u16(),
+            });
+        }
         if !status.is_success() {
             let env: Envelope = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(PortError::Auth {
@@ -154,9 +161,11 @@ impl Client {
                 message: env.message,
             });
         }
-        let t: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| PortError::InvalidResponse {
+        // A web page instead of Port's JSON: the URL points at something else.
+        let t: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| PortError::NotPortApi {
+            url: self.inner.base.to_string(),
             route: route.into(),
-            message: format!("token response: {e}"),
+            status: status.as_u16(),
         })?;
         let lifetime = Duration::from_secs_f64(t.expires_in.max(0.0));
         // Refresh a little early; Port hands back the same token while it is alive anyway.

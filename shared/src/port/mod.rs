@@ -89,6 +89,12 @@ pub enum PortError {
         message: String,
         trace_id: String,
     },
+    /// The token route is missing: `PORT_API_URL` is not Port's API.
+    #[error(
+        "PORT_API_URL looks wrong: {url} answered {status} to {route} (Port's API is \
+         https://api.port.io, or https://api.us.port.io in the US region)"
+    )]
+    NotPortApi { url: String, route: String, status: u16 },
     #[error("Port request to {route} failed: {message}")]
     Transport { route: String, message: String },
     #[error("unexpected response from Port on {route}: {message}")]
