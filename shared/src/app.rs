@@ -198,8 +198,8 @@ impl App {
             Ok(report) => report,
             Err(_) => {
                 let reason = format!(
-                    "not finished within the invocation's time ({} s left at its start); handed back to the queue",
-                    budget.as_secs()
+                    "not finished within the invocation's time ({} ms were left for it); handed back to the queue",
+                    budget.as_millis()
                 );
                 tracing::warn!(messages = messages.len(), "{reason}");
                 BatchReport {

@@ -661,18 +661,15 @@ impl Processor for UserProcessor {
             "user.lifecycle.create" | "user.lifecycle.activate" | "user.lifecycle.reactivate" => {
                 Wanted::REFETCH_ALL
             }
-            "user.account.update_profile" => Wanted {
-                keys: true,
+            // Every other event: the user and its relations, whatever the event says
+            // (design §5), so a profile or status event also repairs a membership or an
+            // assignment whose own event was lost. Users refetched only because their
+            // manager may resolve differently (follow-ups) read the user alone.
+            "user.account.update_profile" => Wanted::REFETCH_ALL,
+            _ => Wanted {
+                relations: true,
                 ..Wanted::REFETCH
             },
-            _ if t.starts_with("group.user_membership.") || t.starts_with("application.user_membership.") => {
-                Wanted {
-                    relations: true,
-                    ..Wanted::REFETCH
-                }
-            }
-            // Status and password changes: the user object alone.
-            _ => Wanted::REFETCH,
         };
         // `User`, never `AppUser`: that id is an assignment id.
         event

@@ -284,6 +284,8 @@ pub fn function_url_response(response: Response<Body>) -> Value {
         "headers": headers,
         "body": String::from_utf8_lossy(body.as_ref()),
         "isBase64Encoded": false,
+        // Optional for Lambda; some emulators' response types require it.
+        "cookies": [],
     })
 }
 

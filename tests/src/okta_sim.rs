@@ -105,6 +105,8 @@ pub struct OktaCalls {
     pub broken_answers: u64,
     /// When each 429 of a [`OktaSim::throttle_bare`] window was answered.
     pub bare_429s_at: Vec<Instant>,
+    /// Writes refused 411 for want of a Content-Length.
+    pub length_required_411: u64,
     pub max_in_flight_seen: usize,
     /// `POST /oauth2/v1/token` requests (nonce round trips and refusals included).
     pub token_requests: u64,
@@ -769,6 +771,14 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Resp
         tokio::time::sleep(shared.latency).await;
     }
     let (parts, body) = req.into_parts();
+    // Okta's front end answers 411 to a write that says nothing of its body's length.
+    let writes = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    let sized = parts.headers.contains_key(header::CONTENT_LENGTH)
+        || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    if writes && !sized {
+        shared.lock().calls.length_required_411 += 1;
+        return axum::response::IntoResponse::into_response((StatusCode::LENGTH_REQUIRED, "Length Required"));
+    }
     // An unreadable body is left empty; routes that need one then answer 400.
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
     if parts.uri.path() == TOKEN_PATH {
@@ -1789,6 +1799,35 @@ mod tests {
             .filter_map(|v| v.to_str().ok())
             .find(|v| v.ends_with("rel=\"next\""))
             .and_then(|v| Some(v[v.find('<')? + 1..v.find('>')?].to_owned()))
+    }
+
+    #[tokio::test]
+    async fn a_write_without_a_length_is_answered_411() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sim = OktaSim::start(Org::default(), OktaSimConfig::default()).await;
+        let host = sim.base_url.trim_start_matches("http://").to_owned();
+        let mut socket = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let request = format!(
+            "POST /api/v1/eventHooks/who1/lifecycle/verify HTTP/1.1\r\nHost: {host}\r\n\
+             Authorization: {AUTH}\r\nConnection: close\r\n\r\n"
+        );
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+        assert_eq!(sim.calls().length_required_411, 1);
+        // With `Content-Length: 0` the same call goes through to the route.
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "{}/api/v1/eventHooks/who1/lifecycle/verify",
+                sim.base_url
+            ))
+            .header("Authorization", AUTH)
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(resp.status(), 411);
     }
 
     /// Follows `next` links; returns every item and the page sizes.

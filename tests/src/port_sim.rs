@@ -1210,7 +1210,8 @@ impl State {
         let query = body
             .get("query")
             .ok_or_else(|| Reply::error(422, "invalid_request", "query is required"))?;
-        let rule = compile_rule(query)?;
+        let mut rule = compile_rule(query)?;
+        rule.resolve(&self.blueprints);
         let limit = match body.get("limit") {
             None => DEFAULT_SEARCH_LIMIT,
             Some(v) => v
@@ -1524,10 +1525,17 @@ enum Rule {
         op: Op,
         value: Value,
     },
-    /// `{"operator": "relatedTo", "blueprint": "<target>", "value": "<id>"}`: entities one
-    /// of whose relations points at that entity.
+    /// `{"operator": "relatedTo", "blueprint": "<bp>", "value": "<id>", "direction": ...}`:
+    /// `downstream`, entities one of whose relations points at that entity (they depend on
+    /// it); `upstream`, the entities that entity's own relations point at; no direction,
+    /// both. Port's meaning: a user relating to an app is downstream of the app.
     RelatedTo {
+        blueprint: String,
         value: String,
+        upstream: bool,
+        downstream: bool,
+        /// Filled by `resolve`: what the entity `value` points at.
+        upstream_ids: BTreeSet<String>,
     },
 }
 
@@ -1551,7 +1559,25 @@ fn compile_rule(rule: &Value) -> Result<Rule, Reply> {
     if rule.get("operator").and_then(Value::as_str) == Some("relatedTo") {
         let value = rule.get("value").and_then(Value::as_str);
         return match (rule.get("blueprint").and_then(Value::as_str), value) {
-            (Some(_), Some(v)) => Ok(Rule::RelatedTo { value: v.to_string() }),
+            (Some(b), Some(v)) => {
+                let (upstream, downstream) = match rule.get("direction").and_then(Value::as_str) {
+                    None => (true, true),
+                    Some("upstream") => (true, false),
+                    Some("downstream") => (false, true),
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "relatedTo direction must be upstream or downstream, got {other:?}"
+                        )));
+                    }
+                };
+                Ok(Rule::RelatedTo {
+                    blueprint: b.to_string(),
+                    value: v.to_string(),
+                    upstream,
+                    downstream,
+                    upstream_ids: BTreeSet::new(),
+                })
+            }
             _ => Err(invalid(format!(
                 "relatedTo needs a blueprint and a string value: {rule}"
             ))),
@@ -1599,11 +1625,48 @@ impl Rule {
                 let actual = field_of(bp, entity, property);
                 op_matches(op, &actual, value)
             }
-            Rule::RelatedTo { value } => entity.relations.values().any(|r| match r {
-                Value::String(s) => s == value,
-                Value::Array(items) => items.iter().any(|i| i.as_str() == Some(value)),
-                _ => false,
-            }),
+            Rule::RelatedTo {
+                value,
+                upstream,
+                downstream,
+                upstream_ids,
+                ..
+            } => {
+                let points_at_value = entity.relations.values().any(|r| match r {
+                    Value::String(s) => s == value,
+                    Value::Array(items) => items.iter().any(|i| i.as_str() == Some(value)),
+                    _ => false,
+                });
+                (*downstream && points_at_value) || (*upstream && upstream_ids.contains(&entity.identifier))
+            }
+        }
+    }
+
+    /// Fills what `relatedTo … upstream` needs: the relation targets of the named entity.
+    fn resolve(&mut self, blueprints: &BTreeMap<String, Blueprint>) {
+        match self {
+            Rule::Group { rules, .. } => rules.iter_mut().for_each(|r| r.resolve(blueprints)),
+            Rule::Cond { .. } => {}
+            Rule::RelatedTo {
+                blueprint,
+                value,
+                upstream_ids,
+                ..
+            } => {
+                if let Some(e) = blueprints.get(blueprint).and_then(|b| b.entities.get(value)) {
+                    for r in e.relations.values() {
+                        match r {
+                            Value::String(s) => {
+                                upstream_ids.insert(s.clone());
+                            }
+                            Value::Array(items) => {
+                                upstream_ids.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -11,6 +11,16 @@ use okta_port::{App, metrics};
 /// Time kept back from the invocation's deadline to report the batch's failures.
 const MARGIN: Duration = Duration::from_secs(3);
 
+/// The time the batch's work may take: what the invocation has left, less the margin. A
+/// short invocation keeps three quarters for the work; a deadline already past (a local
+/// emulator's) gets Lambda's longest timeout, since the real one is unknown.
+fn budget(left: Duration) -> Duration {
+    if left.is_zero() {
+        return Duration::from_secs(900);
+    }
+    left.saturating_sub(MARGIN.min(left / 4))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     okta_port::telemetry::require_lambda("consumer");
@@ -34,9 +44,7 @@ async fn main() -> Result<(), Error> {
                 .deadline()
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            let report = app
-                .apply_batch_within(&messages, processors, left.saturating_sub(MARGIN))
-                .await;
+            let report = app.apply_batch_within(&messages, processors, budget(left)).await;
             tracing::info!(?report, "batch done");
             let lags = metrics::applied_event_lags(&messages, &report, processors);
             metrics::emit_stdout(&metrics::consumer(

@@ -258,10 +258,13 @@ impl Client {
                 request = request.header("DPoP", proof);
             }
             if method != Method::GET {
-                // Okta answers 411 to a body-less write without a length.
+                // Okta's front end answers 411 to a write without a length, and an empty
+                // body alone does not make the HTTP client send one: say it explicitly.
+                let body = body.clone().unwrap_or_default();
                 request = request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone().unwrap_or_default());
+                    .header(reqwest::header::CONTENT_LENGTH, body.len())
+                    .body(body);
             }
             let result = request.send().await;
             let response = match result {

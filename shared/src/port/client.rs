@@ -499,7 +499,9 @@ impl Client {
         target_blueprint: &str,
         target: &str,
     ) -> Result<Vec<StoredEntity>, PortError> {
-        let rule = json!({ "operator": "relatedTo", "blueprint": target_blueprint, "value": target, "direction": "upstream" });
+        // Our entities point at `target`: they depend on it, so they are downstream of it
+        // ("upstream" would list what `target` itself points at).
+        let rule = json!({ "operator": "relatedTo", "blueprint": target_blueprint, "value": target, "direction": "downstream" });
         self.search_own(blueprint, vec![rule]).await
     }
 
