@@ -271,11 +271,31 @@ async fn write(port: &dyn LivePort, entities: BTreeMap<String, Vec<Entity>>) -> 
         .collect()
 }
 
+/// Deletes those of `ids` that are this installation's entities; an entity of the same
+/// identifier written by another tool or installation is left alone. Failures are keyed
+/// by identifier.
 async fn delete(port: &dyn LivePort, blueprint: &str, ids: Vec<String>) -> HashMap<String, String> {
     if ids.is_empty() {
         return HashMap::new();
     }
-    let result = port.delete(blueprint, &ids).await;
+    let own: Vec<String> = match port.own_entities(blueprint, &ids).await {
+        Ok(found) => found.into_iter().map(|s| s.entity.identifier).collect(),
+        Err(e) => {
+            let reason = format!("could not find our entities to delete: {e}");
+            return ids.into_iter().map(|id| (id, reason.clone())).collect();
+        }
+    };
+    if own.len() < ids.len() {
+        tracing::info!(
+            blueprint,
+            not_ours = ids.len() - own.len(),
+            "left alone: absent, or written by another tool or installation"
+        );
+    }
+    if own.is_empty() {
+        return HashMap::new();
+    }
+    let result = port.delete(blueprint, &own).await;
     tracing::info!(blueprint, deleted = ?result.deleted, "deleted entities gone from Okta");
     result
         .failed
@@ -300,25 +320,51 @@ fn primary_blueprint(ctx: &Context<'_>, kind: Kind) -> String {
         })
 }
 
-/// Deletes `gone` from every blueprint objects of `kind` map to, and each refetched object
-/// from the blueprints its mapping no longer produces (a selector that now says no).
-/// Entities are assumed to be identified by the Okta id, as in the default mapping.
+/// Deletes `gone` (Okta ids) from every blueprint objects of `kind` map to, and each
+/// refetched object from the blueprints its mapping no longer produces (a selector that
+/// now says no), each by the identifier the mapping gives it there. Failures are keyed by
+/// Okta id, so that they reach the messages that asked.
 async fn delete_unmapped(
     ctx: &Context<'_>,
     kind: Kind,
     gone: Vec<String>,
-    produced: &BTreeMap<String, BTreeSet<String>>,
+    produced: &BTreeMap<String, (BTreeSet<String>, Value)>,
 ) -> HashMap<String, String> {
     let mut failures = HashMap::new();
     for bp in ctx.mapping.kind_blueprints(kind) {
-        let mut ids = gone.clone();
-        ids.extend(
-            produced
-                .iter()
-                .filter(|(_, bps)| !bps.contains(&bp))
-                .map(|(id, _)| id.clone()),
-        );
-        failures.extend(delete(ctx.port, &bp, ids).await);
+        // identifier in `bp` → Okta id
+        let mut by_identifier: HashMap<String, String> = HashMap::new();
+        let mut unknown = Vec::new();
+        for id in &gone {
+            match ctx
+                .mapping
+                .identifier(kind, &bp, &serde_json::json!({ "id": id }))
+            {
+                Some(identifier) => {
+                    by_identifier.insert(identifier, id.clone());
+                }
+                None => unknown.push(id.clone()),
+            }
+        }
+        for (id, (_, object)) in produced.iter().filter(|(_, (bps, _))| !bps.contains(&bp)) {
+            if let Some(identifier) = ctx.mapping.identifier(kind, &bp, object) {
+                by_identifier.insert(identifier, id.clone());
+            }
+        }
+        if !unknown.is_empty() {
+            // The object is gone and its identifier needs more than its id: never guess
+            // (that could delete someone else's entity); the nightly resync removes it.
+            tracing::warn!(
+                blueprint = bp,
+                ids = ?unknown,
+                "gone from Okta, but this mapping's identifier cannot be computed from the id; left for the resync"
+            );
+        }
+        let ids: Vec<String> = by_identifier.keys().cloned().collect();
+        for (identifier, reason) in delete(ctx.port, &bp, ids).await {
+            let id = by_identifier.get(&identifier).cloned().unwrap_or(identifier);
+            failures.insert(id, reason);
+        }
     }
     failures
 }
@@ -340,7 +386,7 @@ where
     let mut results: Converged = BTreeMap::new();
     let mut entities = BTreeMap::new();
     let mut gone = Vec::new();
-    let mut produced: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut produced: BTreeMap<String, (BTreeSet<String>, Value)> = BTreeMap::new();
     for (id, wanted) in touched {
         if wanted.delete {
             gone.push(id.clone());
@@ -354,12 +400,17 @@ where
                 gone.push(id.clone());
                 continue;
             }
-            Ok(Some(object)) => map(ctx.mapping, &object).map_err(|e| e.to_string()),
+            Ok(Some(object)) => map(ctx.mapping, &object)
+                .map(|mapped| (mapped, object))
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match mapped {
-            Ok(mapped) => {
-                produced.insert(id.clone(), mapped.iter().map(|m| m.blueprint.clone()).collect());
+            Ok((mapped, object)) => {
+                produced.insert(
+                    id.clone(),
+                    (mapped.iter().map(|m| m.blueprint.clone()).collect(), object),
+                );
                 mapped_by_blueprint(mapped, &mut entities);
                 results.insert(id.clone(), Ok(FollowUps::default()));
             }
@@ -694,7 +745,7 @@ impl Processor for UserProcessor {
         let mut results: Converged = BTreeMap::new();
         let mut entities = BTreeMap::new();
         let mut gone = Vec::new();
-        let mut produced: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut produced: BTreeMap<String, (BTreeSet<String>, Value)> = BTreeMap::new();
         let mut managers: HashMap<String, Option<String>> = HashMap::new();
         for (id, wanted) in touched {
             let old = stored.get(id);
@@ -778,7 +829,7 @@ impl Processor for UserProcessor {
                                 .map(|mapped| {
                                     produced.insert(
                                         id.clone(),
-                                        mapped.iter().map(|m| m.blueprint.clone()).collect(),
+                                        (mapped.iter().map(|m| m.blueprint.clone()).collect(), user.clone()),
                                     );
                                     mapped_by_blueprint(mapped, &mut entities)
                                 })
@@ -1052,8 +1103,24 @@ pub async fn apply_batch(
         }
         pending = next;
     }
-    if !pending.is_empty() {
-        tracing::warn!(?pending, "follow-ups left for the nightly resync");
+    // Work still pending after the last round is not dropped: the messages that led to it
+    // are reported failed, so they come back and the work is done then.
+    for (kind, objects) in &pending {
+        for id in objects
+            .keys()
+            .filter(|id| !done.contains(&(*kind, (*id).clone())))
+        {
+            let asked = askers.get(&(*kind, id.clone())).cloned().unwrap_or_default();
+            for message in &asked {
+                fail(
+                    &mut report,
+                    message,
+                    format!(
+                        "{kind:?} {id}: follow-up work left after {MAX_ROUNDS} rounds; retried with the message"
+                    ),
+                );
+            }
+        }
     }
     report.okta_calls = ctx.okta.calls() - calls_before;
     report

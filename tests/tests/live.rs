@@ -9,6 +9,7 @@ use lambda_http::{Body, Request};
 use okta_port::events::QueuedEvent;
 use okta_port::hooks::HookError;
 use okta_port::live::default_processors;
+use okta_port::port::PortCatalog;
 use okta_port::queue::{EventQueue, MemoryQueue, Sqs};
 use okta_port::webhook::{self, WebhookConfig};
 use okta_port_tests::expected;
@@ -909,4 +910,108 @@ async fn a_profile_event_repairs_a_membership_whose_event_was_lost() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_deletes_touch_only_our_entities_by_the_mappings_identifier() {
+    use okta_port::mapping::config::ConfigSource;
+    const PREFIXED: &str = r#"
+resources:
+  - kind: okta-user
+    port:
+      entity:
+        mappings:
+          identifier: '"okta-" + .id'
+          title: .profile.login
+          blueprint: '"person"'
+          properties:
+            email: .profile.email
+"#;
+    let env = Env::with_org(generate(&OrgSpec {
+        users: 40,
+        groups: 3,
+        apps: 2,
+        seed: 14,
+    }))
+    .await;
+    let delete_event = |id: &str, n: usize| {
+        json!({ "uuid": format!("del-{n}"), "eventType": "user.lifecycle.delete.initiated",
+                "published": "2026-12-07T04:00:00.000Z", "target": [{ "id": id, "type": "User" }] })
+    };
+    let foreign = "port-ocean/okta/1.0.0/okta/exporter";
+
+    // The built-in mapping: an entity of another tool, under an Okta user's id, survives.
+    assert!(env.resync().await.unwrap().is_success());
+    env.port.seed_entity(
+        expected::USER_BLUEPRINT,
+        json!({ "identifier": "00uforeign00000000001", "title": "HR", "properties": {}, "relations": {} }),
+        foreign,
+    );
+    let ours = env.okta.with_org(|org| {
+        let id = org.users.iter().find(|u| u["status"] == "ACTIVE").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(org.delete_user(&id));
+        id
+    });
+    let queue = MemoryQueue::default();
+    deliver(
+        &[delete_event("00uforeign00000000001", 1), delete_event(&ours, 2)],
+        10,
+        &queue,
+    )
+    .await;
+    let consumed = consume(&env.app(), queue.drain(), 10, 3).await;
+    assert!(consumed.dead.is_empty(), "{:?}", consumed.dead);
+    assert!(
+        env.port.entity(expected::USER_BLUEPRINT, &ours).is_none(),
+        "ours is deleted"
+    );
+    assert!(
+        env.port
+            .entity(expected::USER_BLUEPRINT, "00uforeign00000000001")
+            .is_some(),
+        "another tool's entity survives"
+    );
+
+    // A configured identifier: the entity is found by it, not by the raw Okta id.
+    let mut config = env.config();
+    config.mapping = ConfigSource::Inline(PREFIXED.to_owned());
+    let app = okta_port::App::new(&config).unwrap();
+    app.port
+        .ensure_blueprints(&[
+            json!({ "identifier": "person", "title": "Person", "schema": { "properties": {
+            "email": { "type": "string", "title": "Email" } } }, "relations": {} }),
+        ])
+        .await
+        .unwrap();
+    assert!(app.resync(Default::default()).await.unwrap().is_success());
+    let victim = env.okta.with_org(|org| {
+        let id = org.users.iter().find(|u| u["status"] == "ACTIVE").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(org.delete_user(&id));
+        id
+    });
+    // Another tool keeps an entity under the raw Okta id in the same blueprint.
+    env.port.seed_entity(
+        "person",
+        json!({ "identifier": victim, "title": "HR copy", "properties": {}, "relations": {} }),
+        foreign,
+    );
+    assert!(env.port.entity("person", &format!("okta-{victim}")).is_some());
+    let queue = MemoryQueue::default();
+    deliver(&[delete_event(&victim, 3)], 10, &queue).await;
+    let consumed = consume(&app, queue.drain(), 10, 3).await;
+    assert!(consumed.dead.is_empty(), "{:?}", consumed.dead);
+    assert!(
+        env.port.entity("person", &format!("okta-{victim}")).is_none(),
+        "deleted by its identifier"
+    );
+    assert!(
+        env.port.entity("person", &victim).is_some(),
+        "the raw-id entity of another tool survives"
+    );
 }

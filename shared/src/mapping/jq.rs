@@ -588,6 +588,18 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 impl Mapping for JqMapping {
+    fn identifier(&self, kind: ObjectKind, blueprint: &str, object: &Value) -> Option<String> {
+        let resource = self
+            .resources
+            .iter()
+            .find(|r| r.kind == kind && r.blueprint == blueprint)?;
+        let input = to_val(object);
+        match resource.identifier.single(&input) {
+            Ok(Value::String(s)) if !s.trim().is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
     fn learn_blueprint(&self, definition: &Value) {
         let Some(id) = definition["identifier"].as_str() else {
             return;

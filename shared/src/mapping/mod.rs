@@ -114,6 +114,12 @@ pub trait Mapping: Send + Sync {
     fn builtin_shape(&self) -> bool {
         true
     }
+    /// The identifier `object` (of `kind`) has, or had, in `blueprint`, whatever the
+    /// selector says: what the live path deletes by. `None` when it cannot be computed
+    /// (an object gone from Okta of which only the id is known).
+    fn identifier(&self, _kind: ObjectKind, _blueprint: &str, object: &Value) -> Option<String> {
+        object["id"].as_str().map(str::to_owned)
+    }
     /// Tells the mapping how Port defines one of its blueprints (it may have been made
     /// outside okta-port): a relation's cardinality is Port's, not ours.
     fn learn_blueprint(&self, _definition: &Value) {}
@@ -173,6 +179,9 @@ impl Mapping for AppMapping {
     }
     fn learn_blueprint(&self, definition: &Value) {
         self.inner().learn_blueprint(definition)
+    }
+    fn identifier(&self, kind: ObjectKind, blueprint: &str, object: &Value) -> Option<String> {
+        self.inner().identifier(kind, blueprint, object)
     }
     fn map_group(&self, group: &Value) -> Result<Vec<Mapped>, MappingError> {
         self.inner().map_group(group)
