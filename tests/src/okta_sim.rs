@@ -2089,11 +2089,14 @@ mod tests {
         let sim = OktaSim::start(org, OktaSimConfig::default()).await;
         let client = reqwest::Client::new();
         let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+            let method_is_write = method != reqwest::Method::GET;
             let request = client
                 .request(method, sim.url(path))
                 .header("Authorization", AUTH);
             let request = match body {
                 Some(b) => request.json(&b),
+                // As Okta's front end requires of a write (411 otherwise).
+                None if method_is_write => request.header("content-length", "0"),
                 None => request,
             };
             async move {
