@@ -169,12 +169,14 @@ where
 
 type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
 
-/// Configuration look-up: the environment first (a variable set to an empty string counts
-/// as unset), then the secret. Cheap to clone.
+/// Configuration look-up: the secrets first (design §6: when `SECRETS_ARN` is set it is the
+/// source of what it holds, so an environment variable never silently beats a rotated
+/// secret), then the environment (a variable set to an empty string counts as unset).
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct Lookup {
     env: Arc<EnvFn>,
-    secret: Option<Arc<SecretValues>>,
+    secrets: Vec<Arc<SecretValues>>,
 }
 
 impl Lookup {
@@ -187,49 +189,76 @@ impl Lookup {
     pub fn from_fn(env: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
         Self {
             env: Arc::new(env),
-            secret: None,
+            secrets: Vec::new(),
         }
     }
 
-    /// This look-up with `secret` merged under it.
+    /// This look-up with `secret` merged in (after the secrets already there).
     pub fn with_values(mut self, secret: SecretValues) -> Self {
-        self.secret = Some(Arc::new(secret));
+        self.secrets.push(Arc::new(secret));
         self
     }
 
-    /// Reads `SECRETS_ARN`'s secret through `client` and merges it under this look-up;
-    /// without `SECRETS_ARN`, returns the look-up as is.
-    pub async fn with_secret(self, client: &aws_sdk_secretsmanager::Client) -> Result<Self, SecretsError> {
-        match self.secret_id() {
-            None => Ok(self),
-            Some(id) => {
-                let values = SecretValues::fetch(client, &id).await?;
-                Ok(self.with_values(values))
+    /// Reads each of `SECRETS_ARN`'s secrets through `client` and merges them in; without
+    /// `SECRETS_ARN`, returns the look-up as is.
+    pub async fn with_secret(
+        mut self,
+        client: &aws_sdk_secretsmanager::Client,
+    ) -> Result<Self, SecretsError> {
+        for id in self.secret_ids() {
+            let values = SecretValues::fetch(client, &id).await?;
+            self = self.with_values(values);
+        }
+        Ok(self)
+    }
+
+    /// `SECRETS_ARN`, from the environment: one secret, or several separated by commas
+    /// (the resync reads the credentials and the webhook's secret, each function only its
+    /// own). White space around each is ignored: a value pasted with its newline must not
+    /// become a "not found" split over two lines.
+    pub fn secret_ids(&self) -> Vec<String> {
+        self.env_value(SECRETS_ARN)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The first of `SECRETS_ARN`'s secrets, if any.
+    pub fn secret_id(&self) -> Option<String> {
+        self.secret_ids().into_iter().next()
+    }
+
+    /// A setting: from a secret that holds it, else from the environment. An environment
+    /// variable that disagrees with a secret is ignored, and said so (by name only).
+    pub fn get(&self, name: &str) -> Option<String> {
+        let from_secret = self
+            .secrets
+            .iter()
+            .find_map(|s| s.get(name))
+            .map(|v| v.expose_secret().to_owned());
+        let from_env = self.env_value(name);
+        match (from_secret, from_env) {
+            (Some(secret), Some(env)) => {
+                if secret != env {
+                    tracing::warn!(
+                        variable = name,
+                        "the environment sets {name}, but SECRETS_ARN holds it: the secret's value is used"
+                    );
+                }
+                Some(secret)
             }
+            (secret, env) => secret.or(env),
         }
     }
 
-    /// `SECRETS_ARN`, from the environment.
-    pub fn secret_id(&self) -> Option<String> {
-        // A value pasted with its newline must not become a "not found" split over two lines.
-        self.env_value(SECRETS_ARN)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
-
-    /// A setting: from the environment if set there, else from the secret.
-    pub fn get(&self, name: &str) -> Option<String> {
-        self.env_value(name).or_else(|| {
-            self.secret
-                .as_ref()?
-                .get(name)
-                .map(|v| v.expose_secret().to_owned())
-        })
-    }
-
-    /// The secret merged in, if any.
+    /// The first secret merged in, if any.
     pub fn secret(&self) -> Option<&SecretValues> {
-        self.secret.as_deref()
+        self.secrets.first().map(Arc::as_ref)
     }
 
     fn env_value(&self, name: &str) -> Option<String> {
@@ -241,7 +270,7 @@ impl fmt::Debug for Lookup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lookup")
             .field("env", &"<environment>")
-            .field("secret", &self.secret)
+            .field("secrets", &self.secrets)
             .finish()
     }
 }
@@ -255,7 +284,7 @@ pub async fn environment() -> Result<Lookup, SecretsError> {
     LOADED
         .get_or_try_init(|| async {
             let env = Lookup::process_env();
-            if env.secret_id().is_none() {
+            if env.secret_ids().is_empty() {
                 return Ok(env);
             }
             let config = crate::aws::sdk_config(crate::aws::STARTUP).await;
@@ -283,7 +312,7 @@ mod tests {
         "OKTA_DOMAIN": "secret.okta.com"}"#;
 
     #[test]
-    fn environment_wins_over_the_secret() {
+    fn the_secret_is_the_source_of_what_it_holds() {
         let values = SecretValues::parse("arn:test", SECRET).unwrap();
         let lookup = env(&[
             ("OKTA_DOMAIN", "env.okta.com"),
@@ -291,8 +320,8 @@ mod tests {
             ("PORT_CLIENT_ID", "cid"),
         ])
         .with_values(values);
-        // Set in the environment: the environment's value.
-        assert_eq!(lookup.get("OKTA_DOMAIN").as_deref(), Some("env.okta.com"));
+        // In both: the secret's value (a stale variable never beats a rotated secret).
+        assert_eq!(lookup.get("OKTA_DOMAIN").as_deref(), Some("secret.okta.com"));
         // Empty in the environment, or absent: the secret's.
         assert_eq!(lookup.get("OKTA_API_TOKEN").as_deref(), Some("00tok-from-secret"));
         assert_eq!(
@@ -308,11 +337,21 @@ mod tests {
     }
 
     #[test]
+    fn several_secrets_each_bring_their_keys() {
+        let lookup = env(&[("SECRETS_ARN", " arn:creds ,\narn:hook\n")])
+            .with_values(SecretValues::parse("arn:creds", SECRET).unwrap())
+            .with_values(SecretValues::parse("arn:hook", r#"{"OKTA_WEBHOOK_SECRET": "hook"}"#).unwrap());
+        assert_eq!(lookup.secret_ids(), ["arn:creds", "arn:hook"]);
+        assert_eq!(lookup.get("OKTA_API_TOKEN").as_deref(), Some("00tok-from-secret"));
+        assert_eq!(lookup.get("OKTA_WEBHOOK_SECRET").as_deref(), Some("hook"));
+    }
+
+    #[test]
     fn config_reads_through_the_lookup() {
         let lookup = env(&[("OKTA_DOMAIN", "dev-1.okta.com"), ("PORT_CLIENT_ID", "cid")])
             .with_values(SecretValues::parse("arn:test", SECRET).unwrap());
         let config = crate::Config::from_lookup(|k| lookup.get(k)).unwrap();
-        assert_eq!(config.okta.base_url.as_str(), "https://dev-1.okta.com/");
+        assert_eq!(config.okta.base_url.as_str(), "https://secret.okta.com/");
         assert_eq!(config.okta.api_token.expose_secret(), "00tok-from-secret");
         assert_eq!(config.port.client_secret.expose_secret(), "pcs-from-secret");
         // A key in neither place is still named.

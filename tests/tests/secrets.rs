@@ -1,5 +1,6 @@
 //! `secrets` against real Secrets Manager protocol (moto): a secret loaded by ARN reaches the
-//! Okta and Port clients, the environment wins over it, and a missing or malformed secret
+//! Okta and Port clients, it wins over a stale environment variable, several secrets each
+//! bring their keys, and a missing or malformed secret
 //! fails at cold start with an error naming the ARN or the key, never a value.
 
 use std::collections::HashMap;
@@ -122,23 +123,35 @@ async fn secrets_from_secrets_manager_reach_the_clients() {
 }
 
 #[tokio::test]
-async fn the_environment_wins_over_the_secret() {
+async fn the_secrets_win_over_a_stale_environment() {
     let client = client().await;
-    let secret = json!({ "OKTA_DOMAIN": "from-secret.okta.com", "OKTA_API_TOKEN": "tok-from-secret",
+    let secret = json!({ "OKTA_DOMAIN": "from-secret.okta.com", "OKTA_API_TOKEN": "tok-rotated",
                          "PORT_CLIENT_ID": "id-from-secret" });
     let arn = create_secret(&client, "order", &secret.to_string()).await;
+    let hook = create_secret(
+        &client,
+        "hook",
+        &json!({ "OKTA_WEBHOOK_SECRET": "hook-secret" }).to_string(),
+    )
+    .await;
     let lookup = env(vec![
-        ("SECRETS_ARN", arn),
-        ("OKTA_DOMAIN", "from-env.okta.com".into()),
+        // Two secrets, as the resync reads them (a trailing newline is ignored).
+        ("SECRETS_ARN", format!("{arn},{hook}\n")),
+        // A stale copy of the token in the environment: the rotated secret wins.
+        ("OKTA_API_TOKEN", "tok-stale".into()),
+        ("OKTA_MAX_IN_FLIGHT", "4".into()),
         // Empty counts as unset, as a template's blank parameter would leave it.
         ("PORT_CLIENT_ID", String::new()),
     ])
     .with_secret(&client)
     .await
     .unwrap();
-    assert_eq!(lookup.get("OKTA_DOMAIN").as_deref(), Some("from-env.okta.com"));
-    assert_eq!(lookup.get("OKTA_API_TOKEN").as_deref(), Some("tok-from-secret"));
+    assert_eq!(lookup.get("OKTA_API_TOKEN").as_deref(), Some("tok-rotated"));
+    assert_eq!(lookup.get("OKTA_DOMAIN").as_deref(), Some("from-secret.okta.com"));
+    assert_eq!(lookup.get("OKTA_WEBHOOK_SECRET").as_deref(), Some("hook-secret"));
     assert_eq!(lookup.get("PORT_CLIENT_ID").as_deref(), Some("id-from-secret"));
+    // What no secret holds comes from the environment.
+    assert_eq!(lookup.get("OKTA_MAX_IN_FLIGHT").as_deref(), Some("4"));
     assert_eq!(lookup.get("PORT_CLIENT_SECRET"), None);
 }
 

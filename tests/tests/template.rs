@@ -346,12 +346,14 @@ fn check_functions_and_binaries(t: &Template) -> Checked {
 }
 
 /// The secret: the stack's own, or `ExistingSecretArn`. Returns the expression naming it.
+/// The credentials secret, as the consumer's `SECRETS_ARN` names it:
+/// `Fn::If [cond, Ref <secret>, Ref ExistingSecretArn]`, the secret existing only under
+/// `cond` = (ExistingSecretArn is empty).
 fn secret_expression(t: &Template) -> Result<Value, String> {
+    let consumer = t.function("consumer")?;
     let arn = t
-        .doc
-        .pointer("/Globals/Function/Environment/Variables/SECRETS_ARN")
-        .cloned()
-        .ok_or("Globals.Function.Environment.Variables.SECRETS_ARN is not set")?;
+        .env(consumer, "SECRETS_ARN")
+        .ok_or("the consumer has no SECRETS_ARN")?;
     let [condition, created, existing] = arn
         .get("Fn::If")
         .and_then(Value::as_array)
@@ -382,14 +384,44 @@ fn secret_expression(t: &Template) -> Result<Value, String> {
     Ok(arn)
 }
 
-/// Secrets reach the functions only through `SECRETS_ARN`, never as plain variables.
+/// The webhook's own secret (`Ref <secret>`), which is not the credentials secret: the
+/// internet-facing function never reads the Okta or Port credentials.
+fn webhook_secret(t: &Template) -> Result<Value, String> {
+    let webhook = t.function("webhook")?;
+    let arn = t
+        .env(webhook, "SECRETS_ARN")
+        .ok_or("the webhook has no SECRETS_ARN")?;
+    let id = ref_target(&arn).ok_or(format!("the webhook's SECRETS_ARN is not Ref <secret>: {arn}"))?;
+    t.resource_of_type(id, "AWS::SecretsManager::Secret")?;
+    let credentials = secret_expression(t)?;
+    if credentials["Fn::If"][1] == arn {
+        return Err("the webhook's SECRETS_ARN is the credentials secret".into());
+    }
+    Ok(arn)
+}
+
+/// Secrets reach the functions only through `SECRETS_ARN`, never as plain variables, and
+/// each function's `SECRETS_ARN` names only what it needs.
 fn check_secrets(t: &Template) -> Checked {
-    secret_expression(t)?;
+    let credentials = secret_expression(t)?;
+    let webhook = webhook_secret(t)?;
     let mut found = Vec::new();
+    if t.doc
+        .pointer("/Globals/Function/Environment/Variables/SECRETS_ARN")
+        .is_some()
+    {
+        found.push("SECRETS_ARN is global: every function would read every secret".to_owned());
+    }
+    let resync = t.function("resync")?;
+    let want = json!({ "Fn::Join": [",", [webhook, credentials]] });
+    if t.env(resync, "SECRETS_ARN") != Some(want.clone()) {
+        found.push(format!("{resync}'s SECRETS_ARN must be {want}"));
+    }
     for binary in BINARIES {
         let id = t.function(binary)?;
         for name in [
             "OKTA_API_TOKEN",
+            "OKTA_PRIVATE_KEY",
             "PORT_CLIENT_ID",
             "PORT_CLIENT_SECRET",
             "OKTA_WEBHOOK_SECRET",
@@ -466,7 +498,18 @@ fn grants(t: &Template, function: &str) -> Result<BTreeSet<Grant>, String> {
     }
     let mut grants = BTreeSet::new();
     for document in documents {
-        for statement in one_or_many(document.get("Statement")) {
+        // A statement under `Fn::If [cond, statement, Ref AWS::NoValue]` is granted when the
+        // condition holds: it counts.
+        let statements = one_or_many(document.get("Statement")).into_iter().flat_map(|st| {
+            match st.get("Fn::If").and_then(Value::as_array).map(Vec::as_slice) {
+                Some([_, then, otherwise]) => [then.clone(), otherwise.clone()]
+                    .into_iter()
+                    .filter(|b| ref_target(b) != Some("AWS::NoValue"))
+                    .collect::<Vec<_>>(),
+                _ => vec![st],
+            }
+        });
+        for statement in statements {
             for key in ["NotAction", "NotResource", "Condition"] {
                 if statement.get(key).is_some() {
                     return Err(format!("{role_id}: a statement uses {key}: {statement}"));
@@ -515,7 +558,9 @@ fn events_queue(t: &Template) -> Result<String, String> {
 /// Each function may do exactly what it needs, on exactly its own resources.
 fn check_iam(t: &Template) -> Checked {
     let queue = get_att(&events_queue(t)?, "Arn").to_string();
-    let secret = secret_expression(t)?.to_string();
+    let credentials = secret_expression(t)?.to_string();
+    let webhook_secret = webhook_secret(t)?.to_string();
+    let kms_key = reference("SecretsKmsKeyArn").to_string();
     let mut found = Vec::new();
     for binary in BINARIES {
         let id = t.function(binary)?;
@@ -528,11 +573,22 @@ fn check_iam(t: &Template) -> Checked {
         let mut expected: BTreeSet<Grant> = [
             ("logs:createlogstream", &logs),
             ("logs:putlogevents", &logs),
-            ("secretsmanager:getsecretvalue", &secret),
+            // Only with a customer-managed key (under the HasKmsKey condition).
+            ("kms:decrypt", &kms_key),
         ]
         .into_iter()
         .map(|(a, r)| (a.to_owned(), r.clone()))
         .collect();
+        let secrets: &[&String] = match binary {
+            "webhook" => &[&webhook_secret],
+            "consumer" => &[&credentials],
+            _ => &[&webhook_secret, &credentials],
+        };
+        expected.extend(
+            secrets
+                .iter()
+                .map(|r| ("secretsmanager:getsecretvalue".to_owned(), (*r).clone())),
+        );
         let on_queue: &[&str] = match binary {
             "webhook" => &["sqs:sendmessage"],
             // What the SQS event source mapping needs to poll; deleting is how it acknowledges.
@@ -972,15 +1028,28 @@ fn secrets_come_only_from_secrets_manager() {
 
     let consumer = t.function("consumer").unwrap().to_owned();
     let leaked = t.mutated(|d| {
-        d["Resources"][&consumer]["Properties"]["Environment"] =
-            json!({"Variables": {"OKTA_API_TOKEN": "00abc"}});
+        d["Resources"][&consumer]["Properties"]["Environment"]["Variables"]["OKTA_API_TOKEN"] =
+            json!("00abc");
     });
     assert_fails(check_secrets, &leaked, "a token is an env var", "OKTA_API_TOKEN");
+    let webhook = t.function("webhook").unwrap().to_owned();
+    let credentials = secret_expression(&t).unwrap();
+    let webhook_reads_credentials = t.mutated(|d| {
+        d["Resources"][&webhook]["Properties"]["Environment"]["Variables"]["SECRETS_ARN"] =
+            credentials["Fn::If"][1].clone();
+    });
+    assert_fails(
+        check_secrets,
+        &webhook_reads_credentials,
+        "the webhook reads the credentials",
+        "credentials secret",
+    );
+    let global = t.mutated(|d| {
+        d["Globals"]["Function"]["Environment"]["Variables"]["SECRETS_ARN"] = credentials.clone();
+    });
+    assert_fails(check_secrets, &global, "SECRETS_ARN is global", "global");
     let unconditional = t.mutated(|d| {
-        let secret =
-            ref_target(&d["Globals"]["Function"]["Environment"]["Variables"]["SECRETS_ARN"]["Fn::If"][1])
-                .unwrap()
-                .to_owned();
+        let secret = ref_target(&credentials["Fn::If"][1]).unwrap().to_owned();
         d["Resources"][&secret]
             .as_object_mut()
             .unwrap()
@@ -1065,6 +1134,17 @@ fn each_function_may_do_only_its_own_job() {
         &other_secret,
         "the webhook reads another secret",
         "lacks secretsmanager",
+    );
+
+    let webhook_credentials = t.mutated(|d| {
+        let credentials = secret_expression(&Template { doc: d.clone() }).unwrap();
+        statements_of(d, &webhook_role).last_mut().unwrap()["Resource"] = credentials;
+    });
+    assert_fails(
+        check_iam,
+        &webhook_credentials,
+        "the webhook may read the Okta and Port credentials",
+        "which it does not need",
     );
 
     let managed = t.mutated(|d| {
