@@ -23,8 +23,8 @@ pub struct Budget {
 /// reach it in time for its one retry to count.
 pub const WEBHOOK_SEND: Budget = Budget {
     connect: Duration::from_millis(300),
-    attempt: Duration::from_millis(700),
-    total: Duration::from_millis(1_600),
+    attempt: Duration::from_millis(1_200),
+    total: Duration::from_millis(1_900),
     max_attempts: 3,
 };
 

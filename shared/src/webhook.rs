@@ -21,7 +21,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_CHALLENGE_BYTES: usize = 1024;
 /// Time the queue gets before the delivery is answered 503: Okta waits 3 s in all, and
 /// the function's own start and the answer's way back need the rest.
-pub const QUEUE_DEADLINE: Duration = Duration::from_millis(2_000);
+pub const QUEUE_DEADLINE: Duration = Duration::from_millis(2_200);
 
 #[derive(Debug)]
 pub struct WebhookConfig {
