@@ -31,14 +31,20 @@ fn print_report(report: &Report) {
 #[tokio::main]
 async fn main() -> ExitCode {
     okta_port::telemetry::init_cli("warn");
-    let has_credentials = [
+    let set = |v: &str| std::env::var(v).is_ok_and(|v| !v.trim().is_empty());
+    // An SSWS token or a service app (OKTA_CLIENT_ID with its key) both count.
+    let okta = set("OKTA_DOMAIN") && (set("OKTA_API_TOKEN") || set("OKTA_CLIENT_ID"));
+    let port = set("PORT_CLIENT_ID") && set("PORT_CLIENT_SECRET");
+    let has_credentials = okta && port;
+    let any = [
         "OKTA_DOMAIN",
         "OKTA_API_TOKEN",
+        "OKTA_CLIENT_ID",
         "PORT_CLIENT_ID",
         "PORT_CLIENT_SECRET",
     ]
     .iter()
-    .all(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()));
+    .any(|v| set(v));
     if has_credentials {
         println!("Okta and Port credentials found: dry-run resync (nothing is written).\n");
         let report = match App::from_env() {
@@ -78,7 +84,18 @@ async fn main() -> ExitCode {
     });
     let (users, groups, apps) = (org.users.len(), org.groups.len(), org.apps.len());
     let env = Env::with_org(org).await;
-    println!("No Okta or Port credentials: using the simulators on loopback.");
+    if any {
+        println!(
+            "Incomplete credentials ({} missing): using the simulators on loopback.",
+            match (okta, port) {
+                (false, false) => "Okta's and Port's",
+                (false, true) => "Okta's: OKTA_DOMAIN and OKTA_API_TOKEN or OKTA_CLIENT_ID",
+                _ => "Port's: PORT_CLIENT_ID and PORT_CLIENT_SECRET",
+            }
+        );
+    } else {
+        println!("No Okta or Port credentials: using the simulators on loopback.");
+    }
     println!(
         "  Okta simulator {} ({users} users, {groups} groups, {apps} apps)",
         env.okta.base_url
@@ -144,15 +161,16 @@ async fn main() -> ExitCode {
     let statuses = deliver(&events, 10, &queue).await;
     let queued = queue.messages().len();
     let consumed = consume(&env.app(), queue.drain(), 10, 3).await;
+    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     println!(
-        "  Okta sent {} events in {} deliveries (webhook answered {:?}); {queued} queued; the consumer \
-         applied them in {} batch(es) with {} Okta calls, {} messages failed\n",
-        events.len(),
-        statuses.len(),
+        "  Okta sent {} in {} (webhook answered {:?}); {queued} queued; the consumer \
+         applied them in {} with {} Okta calls, {} failed\n",
+        plural(events.len(), "event", "events"),
+        plural(statuses.len(), "delivery", "deliveries"),
         statuses,
-        consumed.batches,
+        plural(consumed.batches, "batch", "batches"),
         consumed.okta_calls,
-        consumed.dead.len()
+        plural(consumed.dead.len(), "message", "messages")
     );
     show(
         "The user whose manager changed",
