@@ -563,24 +563,35 @@ async fn reconcile_assignments(ctx: &Context<'_>, app: &str) -> Result<(), Strin
             .await
             .map_err(|e| e.to_string())?,
     );
+    // Who gains or loses the app is read off Port; what they then have is read off Okta,
+    // one call per such user. Never Port's relation plus or minus this app: another batch
+    // may be writing the same user, and a patch computed from what it read could undo that.
+    let differing: Vec<String> = current
+        .into_iter()
+        .filter(|stored| {
+            let has = relation_ids(&stored.entity, "applications")
+                .iter()
+                .any(|a| a == app);
+            has != assigned.contains(&stored.entity.identifier)
+        })
+        .map(|stored| stored.entity.identifier)
+        .collect();
     let mut patches = Vec::new();
-    for stored in current {
-        let mut apps: BTreeSet<String> = relation_ids(&stored.entity, "applications").into_iter().collect();
-        let changed = if assigned.contains(&stored.entity.identifier) {
-            apps.insert(app.to_owned())
-        } else {
-            apps.remove(app)
+    for user in differing {
+        let apps: BTreeSet<String> = match ctx.okta.user_app_ids(&user).await {
+            Ok(apps) => apps.into_iter().collect(),
+            // Gone from Okta: its own delete event (or the resync) removes it.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(format!("user {user}: {e}")),
         };
-        if changed {
-            let mut relations = serde_json::Map::new();
-            relations.insert("applications".into(), serde_json::json!(apps));
-            patches.push(Entity {
-                identifier: stored.entity.identifier,
-                title: None,
-                properties: Default::default(),
-                relations,
-            });
-        }
+        let mut relations = serde_json::Map::new();
+        relations.insert("applications".into(), serde_json::json!(apps));
+        patches.push(Entity {
+            identifier: user,
+            title: None,
+            properties: Default::default(),
+            relations,
+        });
     }
     tracing::info!(
         app,

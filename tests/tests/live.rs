@@ -1015,3 +1015,127 @@ resources:
         "the raw-id entity of another tool survives"
     );
 }
+
+/// SQS as the event source mapping sees it: messages invisible for `visibility` once
+/// received, moved to the DLQ when a receive would exceed `max_receives`. (moto's SQS slows
+/// to seconds per call with 2,000 messages queued, so the burst runs against this model;
+/// `through_real_sqs_redelivery_is_harmless_and_failures_are_exact` covers the protocol.)
+struct QueueModel {
+    messages: std::sync::Mutex<Vec<(String, String, u32, std::time::Instant)>>,
+    dead: std::sync::Mutex<Vec<String>>,
+    visibility: std::time::Duration,
+    max_receives: u32,
+}
+
+impl QueueModel {
+    fn receive(&self, max: usize) -> Vec<(String, String)> {
+        let now = std::time::Instant::now();
+        let mut messages = self.messages.lock().unwrap();
+        let mut out = Vec::new();
+        let mut dead = Vec::new();
+        for (id, body, receives, visible_at) in messages.iter_mut() {
+            if out.len() == max || *visible_at > now {
+                continue;
+            }
+            *receives += 1;
+            if *receives > self.max_receives {
+                dead.push(id.clone());
+                continue;
+            }
+            *visible_at = now + self.visibility;
+            out.push((id.clone(), body.clone()));
+        }
+        messages.retain(|(id, ..)| !dead.contains(id));
+        self.dead.lock().unwrap().extend(dead);
+        out
+    }
+
+    fn delete(&self, ids: &[String]) {
+        self.messages.lock().unwrap().retain(|(id, ..)| !ids.contains(id));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.messages.lock().unwrap().is_empty()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_2000_events_converges_with_nothing_in_the_dlq() {
+    let env = Env::with_org(generate(&OrgSpec {
+        users: 300,
+        groups: 12,
+        apps: 6,
+        seed: 21,
+    }))
+    .await;
+    assert!(env.resync().await.unwrap().is_success());
+    let mut rng = StdRng::seed_from_u64(21);
+    let events = env.okta.with_org(|org| {
+        org.take_events();
+        while org.events.len() < 2000 {
+            mutate_randomly(org, &mut rng, 50);
+        }
+        org.take_events()
+    });
+    // The whole burst at once, in Okta's deliveries of up to 50 events, through the webhook.
+    let staged = MemoryQueue::default();
+    assert!(deliver(&events, 50, &staged).await.iter().all(|s| *s == 200));
+    let queue = QueueModel {
+        messages: std::sync::Mutex::new(
+            staged
+                .drain()
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| (format!("m{i}"), b, 0, std::time::Instant::now()))
+                .collect(),
+        ),
+        dead: Default::default(),
+        // Longer than any batch takes here; the stack's is six consumer timeouts plus 20 s
+        // (380 s by default), so its 15 receives last far longer than these 15 × 2 s.
+        visibility: std::time::Duration::from_secs(2),
+        max_receives: 15,
+    };
+    env.okta.reset_calls();
+    let started = std::time::Instant::now();
+    // The stack's event source mapping: batches of 10, at most two at once, and no
+    // reservation below that (template.rs checks), so no invoke is throttled.
+    let processors = default_processors();
+    let poller = |app: okta_port::App| {
+        let (queue, processors) = (&queue, &processors);
+        async move {
+            let (mut batches, mut failed) = (0, 0);
+            while !queue.is_empty() {
+                let messages = queue.receive(10);
+                if messages.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                let report = app.apply_batch(&messages, processors).await;
+                batches += 1;
+                failed += report.failed_messages.len();
+
+                let done: Vec<String> = messages
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .filter(|id| !report.failures.contains_key(id))
+                    .collect();
+                queue.delete(&done);
+            }
+            (batches, failed)
+        }
+    };
+    let ((b1, f1), (b2, f2)) = tokio::join!(poller(env.app()), poller(env.app()));
+    let took = started.elapsed();
+    let dead = queue.dead.lock().unwrap().len();
+    assert_eq!(dead, 0, "messages reached the DLQ");
+    assert_catalog(&env.catalog(), &env.okta.with_org(|org| expected::catalog(org)));
+    eprintln!(
+        "burst of {} events: {} batches over 2 concurrent consumers, {} messages retried, DLQ {dead}, \
+         converged in {:.1} s with {} Okta calls",
+        events.len(),
+        b1 + b2,
+        f1 + f2,
+        took.as_secs_f64(),
+        env.okta.calls().total
+    );
+}

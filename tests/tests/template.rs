@@ -683,9 +683,19 @@ fn check_consumer(t: &Template) -> Checked {
         Some(Ok(n)) if (1.0..=10_000.0).contains(&n) => {}
         other => found.push(format!("{id}.{name}: BatchSize {other:?}")),
     }
-    // Relation updates are read-modify-write: one consumer at a time.
-    if t.prop(id, "ReservedConcurrentExecutions") != Some(json!(1)) {
-        found.push(format!("{id}: ReservedConcurrentExecutions must be 1"));
+    // A reservation below what the event source mapping may run throttles its invokes, and
+    // each throttled invoke costs its messages a receive: a burst would reach the DLQ
+    // unprocessed. Concurrent batches are made safe in the consumer instead.
+    let maximum = props["ScalingConfig"]["MaximumConcurrency"]
+        .as_f64()
+        .unwrap_or(2.0);
+    if let Some(reserved) = t.prop(id, "ReservedConcurrentExecutions")
+        && reserved.as_f64().is_none_or(|r| r < maximum)
+    {
+        found.push(format!(
+            "{id}: ReservedConcurrentExecutions {reserved} is below MaximumConcurrency {maximum}: \
+             the event source mapping's invokes would throttle and burn receives"
+        ));
     }
     for binary in ["webhook", "resync"] {
         let other = t.function(binary)?;
@@ -712,10 +722,19 @@ fn check_redrive(t: &Template) -> Checked {
     }
     let dlq_resource = t.resource_of_type(dlq, "AWS::SQS::Queue")?;
     let mut found = Vec::new();
+    // A message must survive a 30-minute Port or Okta outage at the shortest visibility
+    // timeout the parameters allow, and a poison message must still reach the DLQ.
+    let shortest = t.doc["Mappings"]["ConsumerTimeouts"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, m)| m["VisibilityTimeout"].as_f64())
+        .fold(f64::INFINITY, f64::min);
     match t.resolve_number(&redrive["maxReceiveCount"], &BTreeMap::new()) {
-        Ok(n) if (3.0..=10.0).contains(&n) => {}
+        Ok(n) if n * shortest >= 1800.0 && n <= 50.0 => {}
         other => found.push(format!(
-            "{queue}: maxReceiveCount should be a few (3 to 10): {other:?}"
+            "{queue}: maxReceiveCount must outlast a 30-minute outage at the shortest visibility \
+             timeout ({shortest} s) and stay at most 50: {other:?}"
         )),
     }
     if dlq_resource["Properties"]["MessageRetentionPeriod"] != json!(1_209_600) {
@@ -1253,17 +1272,14 @@ fn consumer_reports_batch_item_failures() {
         "the consumer reads another queue",
         "must be an SQS event",
     );
-    let parallel = t.mutated(|d| {
-        d["Resources"][&consumer]["Properties"]
-            .as_object_mut()
-            .unwrap()
-            .remove("ReservedConcurrentExecutions");
+    let throttled = t.mutated(|d| {
+        d["Resources"][&consumer]["Properties"]["ReservedConcurrentExecutions"] = json!(1);
     });
     assert_fails(
         check_consumer,
-        &parallel,
-        "consumers run in parallel",
-        "ReservedConcurrentExecutions",
+        &throttled,
+        "the consumer's reservation is below the mapping's concurrency",
+        "burn receives",
     );
 }
 
@@ -1301,6 +1317,14 @@ fn queue_redrives_to_the_dead_letter_queue() {
         &forever,
         "poison messages cycle 1000 times",
         "maxReceiveCount",
+    );
+    let impatient =
+        t.mutated(|d| d["Resources"][&queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"] = json!(5));
+    assert_fails(
+        check_redrive,
+        &impatient,
+        "a 30-minute outage sends messages to the DLQ",
+        "30-minute outage",
     );
 }
 
