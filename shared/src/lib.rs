@@ -26,3 +26,16 @@ pub mod webhook;
 pub use app::App;
 pub use config::Config;
 pub use report::Report;
+
+/// A JSON value's type as a user reads it in an error (jq's names), never the value itself.
+pub(crate) fn json_type(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

@@ -55,7 +55,7 @@ impl SecretValues {
         // errors only give a position.
         let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
         let Value::Object(map) = value else {
-            return Err(malformed(format!("it is a JSON {}", json_type(&value))));
+            return Err(malformed(format!("it is a JSON {}", crate::json_type(&value))));
         };
         let mut values = BTreeMap::new();
         for (key, value) in map {
@@ -67,7 +67,7 @@ impl SecretValues {
                     return Err(SecretsError::NotAString {
                         arn: source.to_owned(),
                         key,
-                        found: json_type(&other),
+                        found: crate::json_type(&other),
                     });
                 }
             }
@@ -127,17 +127,6 @@ impl fmt::Debug for SecretValues {
                     .collect::<BTreeMap<_, _>>(),
             )
             .finish()
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 

@@ -476,25 +476,7 @@ impl LogCapture {
 /// (so `cargo lambda watch` and these tests share the artifacts), for tests that run it as
 /// its own process.
 pub fn cli_binary() -> std::path::PathBuf {
-    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .expect("workspace root")
-                .to_path_buf();
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--locked", "--bin", "okta-port"])
-                .current_dir(&root)
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "cargo build --bin okta-port failed");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| root.join("target"));
-            target.join("debug").join("okta-port")
-        })
-        .clone()
+    crate::lambda_emu::function_binary("okta-port")
 }
 
 /// What one run of the CLI did.

@@ -165,7 +165,7 @@ async fn init_error(State(inner): State<Arc<Inner>>, body: Bytes) -> StatusCode 
     StatusCode::ACCEPTED
 }
 
-/// A function binary of this workspace (`webhook`, `consumer`, `resync`), built once per
+/// A binary of this workspace (`webhook`, `consumer`, `resync`, `okta-port`), built once per
 /// test process as `cargo build --bin` builds it.
 pub fn function_binary(name: &str) -> PathBuf {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());

@@ -400,7 +400,7 @@ impl JqMapping {
                             .take(3)
                             .map(|v| {
                                 let v = to_json(v);
-                                format!("{} ({v})", json_type(&v))
+                                format!("{} ({v})", crate::json_type(&v))
                             })
                             .collect();
                         return Err(MappingError::Selector {
@@ -573,18 +573,6 @@ pub fn user_input(user: &Value, links: &UserLinks<'_>) -> Val {
         }
     }
     val
-}
-
-/// jq's name for a value's type, as a user reads it in an error.
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 impl Mapping for JqMapping {
