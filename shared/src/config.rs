@@ -17,6 +17,9 @@ pub const DEFAULT_INSTALLATION_ID: &str = "okta-port";
 pub enum ConfigError {
     #[error("missing configuration: set the environment variable {0}")]
     Missing(&'static str),
+    /// Missing, with what else the user can do about it.
+    #[error("missing configuration: set the environment variable {var} ({hint})")]
+    MissingFor { var: &'static str, hint: &'static str },
     #[error("invalid configuration in {var}: {reason}")]
     Invalid { var: &'static str, reason: String },
     /// Neither or both of the two Okta credential kinds.
@@ -25,6 +28,13 @@ pub enum ConfigError {
          OKTA_PRIVATE_KEY and OKTA_KEY_ID (an OAuth 2.0 service app), not both"
     )]
     OktaCredentials(&'static str),
+    /// Several of the above, all reported at once.
+    #[error("{} configuration problems:{}", .0.len(), list_problems(.0))]
+    Several(Vec<ConfigError>),
+}
+
+fn list_problems(problems: &[ConfigError]) -> String {
+    problems.iter().map(|p| format!("\n  - {p}")).collect()
 }
 
 /// Scopes a service app asks for by default (`OKTA_SCOPES` overrides them).
@@ -122,66 +132,133 @@ impl Config {
     }
 
     /// Reads configuration through `get`, so tests need not touch the process environment.
+    /// Every missing or invalid variable is named in one error, not one per run.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &'static str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut problems = Problems::default();
         let required = |name: &'static str| var(name).ok_or(ConfigError::Missing(name));
 
-        let base_url = okta_base_url(&required("OKTA_DOMAIN")?)?;
-        let (api_token, service_app) = okta_credentials(&var)?;
-        let okta = OktaConfig {
-            base_url,
-            api_token,
-            service_app,
-            max_in_flight: parse_or(var("OKTA_MAX_IN_FLIGHT"), "OKTA_MAX_IN_FLIGHT", 8usize)?,
-            retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(30),
-        };
-        if !(1..=50).contains(&okta.max_in_flight) {
-            return Err(ConfigError::Invalid {
-                var: "OKTA_MAX_IN_FLIGHT",
-                reason: "must be between 1 and 50 (Okta allows 75 in flight for the whole org)".into(),
-            });
-        }
+        let base_url = problems.check(required("OKTA_DOMAIN").and_then(|d| okta_base_url(&d)));
+        let credentials = problems.check(okta_credentials(&var));
+        let max_in_flight = problems.check(
+            parse_or(var("OKTA_MAX_IN_FLIGHT"), "OKTA_MAX_IN_FLIGHT", 8usize).and_then(|n| {
+                if (1..=50).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(ConfigError::Invalid {
+                        var: "OKTA_MAX_IN_FLIGHT",
+                        reason: "must be between 1 and 50 (Okta allows 75 in flight for the whole org)"
+                            .into(),
+                    })
+                }
+            }),
+        );
 
         let installation_id = var("INSTALLATION_ID").unwrap_or_else(|| DEFAULT_INSTALLATION_ID.into());
-        validate_installation_id(&installation_id)?;
+        problems.check(validate_installation_id(&installation_id));
         let api_url = var("PORT_API_URL").unwrap_or_else(|| DEFAULT_PORT_API_URL.into());
-        let port = PortConfig {
-            api_url: parse_url(&api_url, "PORT_API_URL")?,
-            client_id: required("PORT_CLIENT_ID")?,
-            client_secret: SecretString::from(required("PORT_CLIENT_SECRET")?),
-            installation_id,
-            max_concurrency: parse_or(var("PORT_MAX_CONCURRENCY"), "PORT_MAX_CONCURRENCY", 5usize)?.max(1),
-            retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(60),
-        };
+        let api_url = problems.check(parse_url(&api_url, "PORT_API_URL"));
+        let port_client_id = problems.check(required("PORT_CLIENT_ID"));
+        let port_client_secret = problems.check(required("PORT_CLIENT_SECRET"));
+        let max_concurrency = problems.check(parse_or(
+            var("PORT_MAX_CONCURRENCY"),
+            "PORT_MAX_CONCURRENCY",
+            5usize,
+        ));
 
-        let deletion_threshold = parse_or(var("DELETION_THRESHOLD"), "DELETION_THRESHOLD", 0.5f64)?;
-        if !(0.0..=1.0).contains(&deletion_threshold) {
-            return Err(ConfigError::Invalid {
-                var: "DELETION_THRESHOLD",
-                reason: "must be a share between 0 and 1".into(),
-            });
-        }
-        let resync = ResyncOptions {
-            deletion_threshold,
-            allow_mass_deletion: parse_bool(var("ALLOW_MASS_DELETION"), "ALLOW_MASS_DELETION")?,
-            ..ResyncOptions::default()
+        let deletion_threshold = problems.check(
+            parse_or(var("DELETION_THRESHOLD"), "DELETION_THRESHOLD", 0.5f64).and_then(|share| {
+                if (0.0..=1.0).contains(&share) {
+                    Ok(share)
+                } else {
+                    Err(ConfigError::Invalid {
+                        var: "DELETION_THRESHOLD",
+                        reason: "must be a share between 0 and 1".into(),
+                    })
+                }
+            }),
+        );
+        let allow_mass_deletion =
+            problems.check(parse_bool(var("ALLOW_MASS_DELETION"), "ALLOW_MASS_DELETION"));
+        problems.into_result()?;
+
+        // `into_result` returned Ok: every value above is Some.
+        let (Some(base_url), Some((api_token, service_app)), Some(max_in_flight)) =
+            (base_url, credentials, max_in_flight)
+        else {
+            unreachable!("no problem was recorded")
         };
-        let hook = HookConfig {
-            url: var("WEBHOOK_URL"),
-            secret: get("OKTA_WEBHOOK_SECRET")
-                .filter(|s| !s.is_empty())
-                .map(SecretString::from),
-            header: var("OKTA_WEBHOOK_HEADER").unwrap_or_else(|| "Authorization".into()),
+        let (Some(api_url), Some(client_id), Some(client_secret), Some(max_concurrency)) =
+            (api_url, port_client_id, port_client_secret, max_concurrency)
+        else {
+            unreachable!("no problem was recorded")
+        };
+        let (Some(deletion_threshold), Some(allow_mass_deletion)) = (deletion_threshold, allow_mass_deletion)
+        else {
+            unreachable!("no problem was recorded")
         };
         Ok(Self {
-            okta,
-            port,
-            resync,
-            hook,
+            okta: OktaConfig {
+                base_url,
+                api_token,
+                service_app,
+                max_in_flight,
+                retry: RetryPolicy::default(),
+                timeout: Duration::from_secs(30),
+            },
+            port: PortConfig {
+                api_url,
+                client_id,
+                client_secret: SecretString::from(client_secret),
+                installation_id,
+                max_concurrency: max_concurrency.max(1),
+                retry: RetryPolicy::default(),
+                timeout: Duration::from_secs(60),
+            },
+            resync: ResyncOptions {
+                deletion_threshold,
+                allow_mass_deletion,
+                ..ResyncOptions::default()
+            },
+            hook: HookConfig {
+                url: var("WEBHOOK_URL"),
+                secret: get("OKTA_WEBHOOK_SECRET")
+                    .filter(|s| !s.is_empty())
+                    .map(SecretString::from),
+                header: var("OKTA_WEBHOOK_HEADER").unwrap_or_else(|| "Authorization".into()),
+            },
             mapping: crate::mapping::config::ConfigSource::from_lookup(&get),
         })
+    }
+}
+
+/// The configuration problems found so far: all of them are reported together.
+#[derive(Default)]
+pub struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// The value, or `None` with the problem recorded.
+    pub fn check<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(ConfigError::Several(more)) => {
+                self.0.extend(more);
+                None
+            }
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    /// `Ok` when nothing was recorded; one problem as itself, several as `Several`.
+    pub fn into_result(mut self) -> Result<(), ConfigError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Several(self.0)),
+        }
     }
 }
 
@@ -196,44 +273,52 @@ fn okta_credentials(
         (Some(_), true) => Err(ConfigError::OktaCredentials("both kinds are set")),
         (None, false) => Err(ConfigError::OktaCredentials("none is set")),
         (Some(token), false) => Ok((SecretString::from(token), None)),
-        (None, true) => {
-            let required = |name: &'static str| var(name).ok_or(ConfigError::Missing(name));
-            let private_key = SecretString::from(required("OKTA_PRIVATE_KEY")?);
-            crate::okta::auth::ClientKey::parse(secrecy::ExposeSecret::expose_secret(&private_key)).map_err(
-                |reason| ConfigError::Invalid {
-                    var: "OKTA_PRIVATE_KEY",
-                    reason,
-                },
-            )?;
-            let scopes: Vec<String> = match var("OKTA_SCOPES") {
-                Some(list) => list
-                    .split([' ', ','])
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                None => {
-                    let mut scopes: Vec<String> =
-                        DEFAULT_OKTA_SCOPES.iter().map(|s| (*s).to_owned()).collect();
-                    if var("WEBHOOK_URL").is_some() {
-                        scopes.push(HOOK_SCOPE.to_owned());
-                    }
-                    scopes
-                }
-            };
-            if scopes.is_empty() {
-                return Err(ConfigError::Invalid {
-                    var: "OKTA_SCOPES",
-                    reason: "names no scope".into(),
-                });
+        (None, true) => service_app(var).map(|app| (SecretString::default(), Some(app))),
+    }
+}
+
+/// `OKTA_CLIENT_ID`, `OKTA_PRIVATE_KEY`, `OKTA_KEY_ID` and `OKTA_SCOPES`, all checked.
+fn service_app(var: &dyn Fn(&'static str) -> Option<String>) -> Result<ServiceAppConfig, ConfigError> {
+    let mut problems = Problems::default();
+    let required = |name: &'static str| var(name).ok_or(ConfigError::Missing(name));
+    let client_id = problems.check(required("OKTA_CLIENT_ID"));
+    let key_id = problems.check(required("OKTA_KEY_ID"));
+    let private_key = problems.check(required("OKTA_PRIVATE_KEY").and_then(|pem| {
+        crate::okta::auth::ClientKey::parse(&pem).map_err(|reason| ConfigError::Invalid {
+            var: "OKTA_PRIVATE_KEY",
+            reason,
+        })?;
+        Ok(SecretString::from(pem))
+    }));
+    let scopes: Vec<String> = match var("OKTA_SCOPES") {
+        Some(list) => list
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => {
+            let mut scopes: Vec<String> = DEFAULT_OKTA_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+            if var("WEBHOOK_URL").is_some() {
+                scopes.push(HOOK_SCOPE.to_owned());
             }
-            let app = ServiceAppConfig {
-                client_id: required("OKTA_CLIENT_ID")?,
-                private_key,
-                key_id: required("OKTA_KEY_ID")?,
-                scopes,
-            };
-            Ok((SecretString::default(), Some(app)))
+            scopes
         }
+    };
+    if scopes.is_empty() {
+        problems.check::<()>(Err(ConfigError::Invalid {
+            var: "OKTA_SCOPES",
+            reason: "names no scope".into(),
+        }));
+    }
+    problems.into_result()?;
+    match (client_id, private_key, key_id) {
+        (Some(client_id), Some(private_key), Some(key_id)) => Ok(ServiceAppConfig {
+            client_id,
+            private_key,
+            key_id,
+            scopes,
+        }),
+        _ => unreachable!("no problem was recorded"),
     }
 }
 

@@ -1027,6 +1027,8 @@ pub async fn apply_batch(
     // members of deleted groups, users whose manager may now resolve differently. Each
     // object is converged once per batch.
     let mut done: HashSet<(Kind, String)> = HashSet::new();
+    // Logged once for the batch: a broken mapping fails every object the same way.
+    let mut not_converged: Vec<String> = Vec::new();
     for round in 0..MAX_ROUNDS {
         if pending.is_empty() {
             break;
@@ -1079,7 +1081,7 @@ pub async fn apply_batch(
                         }
                     }
                     Err(reason) => {
-                        tracing::warn!(?kind, id, reason, round, "could not converge");
+                        not_converged.push(format!("{kind:?} {id}: {reason}"));
                         for message in &asked {
                             fail(&mut report, message, format!("{kind:?} {id}: {reason}"));
                         }
@@ -1132,6 +1134,13 @@ pub async fn apply_batch(
                 );
             }
         }
+    }
+    if !not_converged.is_empty() {
+        tracing::warn!(
+            objects = not_converged.len(),
+            examples = not_converged[..not_converged.len().min(3)].join("; "),
+            "could not converge; their messages are retried"
+        );
     }
     report.okta_calls = ctx.okta.calls() - calls_before;
     report

@@ -39,6 +39,9 @@ pub struct BlueprintReport {
     pub unchanged: usize,
     pub deleted: usize,
     pub failed: Vec<Failure>,
+    /// Okta objects of this blueprint's kind that the mapping could not turn into an
+    /// entity (listed in `Report::unmapped`); the text report counts them as failed.
+    pub unmapped: usize,
     /// Not written: a live event changed, created or deleted the entity in Port while this
     /// run read Okta, so Port holds newer data than the snapshot.
     pub superseded: usize,
@@ -113,14 +116,12 @@ impl Report {
                 b.updated,
                 b.unchanged,
                 b.deleted,
-                b.failed.len(),
+                b.failed.len() + b.unmapped,
                 b.superseded
             );
         }
         for (bp, b) in &self.blueprints {
-            for f in &b.failed {
-                out += &format!("failed {bp} {}: {}\n", f.identifier, f.reason);
-            }
+            out += &listed(&format!("failed {bp}"), &b.failed);
             if let Some(plan) = &b.plan {
                 for (verb, ids) in [
                     ("create", &plan.create),
@@ -133,6 +134,7 @@ impl Report {
                 }
             }
         }
+        out += &listed("not mapped", &self.unmapped);
         out += &format!(
             "Okta: {} calls, {} 429s, {} ms waiting on rate limits\nPort: {} calls, {} 429s\nduration: {} ms{}\n",
             self.okta.calls,
@@ -152,4 +154,23 @@ impl Report {
         }
         out
     }
+}
+
+/// Text lines shown per list of failures; `--json` has them all.
+const LISTED: usize = 10;
+
+/// `what id: reason` lines for the first few failures, and a count of the rest.
+fn listed(what: &str, failures: &[Failure]) -> String {
+    let mut out: String = failures
+        .iter()
+        .take(LISTED)
+        .map(|f| format!("{what} {}: {}\n", f.identifier, f.reason))
+        .collect();
+    if failures.len() > LISTED {
+        out += &format!(
+            "{what}: {} more (--json lists them all)\n",
+            failures.len() - LISTED
+        );
+    }
+    out
 }

@@ -284,6 +284,76 @@ pub async fn environment() -> Result<Lookup, SecretsError> {
         .cloned()
 }
 
+/// The secret settings `put-secret` copies from the environment into a secret.
+pub const SECRET_VARIABLES: [&str; 7] = [
+    "OKTA_API_TOKEN",
+    "OKTA_CLIENT_ID",
+    "OKTA_PRIVATE_KEY",
+    "OKTA_KEY_ID",
+    "PORT_CLIENT_ID",
+    "PORT_CLIENT_SECRET",
+    "OKTA_WEBHOOK_SECRET",
+];
+
+/// Sets `values` in the secret `secret_id` (a JSON object of strings), keeping its other
+/// keys: one GetSecretValue, one PutSecretValue. Returns the keys it set. What the deploy
+/// guide uses to fill the stack's secret without the AWS CLI or jq; no value is logged.
+pub async fn store(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+    values: &[(&str, SecretString)],
+) -> Result<Vec<String>, SecretsError> {
+    let current = SecretValues::fetch(client, secret_id).await?;
+    let mut merged: BTreeMap<String, String> = current
+        .values
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose_secret().to_owned()))
+        .collect();
+    for (key, value) in values {
+        merged.insert((*key).to_owned(), value.expose_secret().to_owned());
+    }
+    let text = SecretString::from(serde_json::to_string(&merged).expect("a map of strings serializes"));
+    client
+        .put_secret_value()
+        .secret_id(secret_id)
+        .secret_string(text.expose_secret())
+        .send()
+        .await
+        .map_err(|err| classify(secret_id, &err))?;
+    let keys: Vec<String> = values.iter().map(|(k, _)| (*k).to_owned()).collect();
+    tracing::info!(secret = secret_id, ?keys, "secret updated");
+    Ok(keys)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutSecretError {
+    #[error(
+        "nothing to store: set one or more of {} in the environment first",
+        SECRET_VARIABLES.join(", ")
+    )]
+    NothingToStore,
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+/// `okta-port put-secret`: the `SECRET_VARIABLES` set in the process environment, stored
+/// in `secret_id` through the standard AWS configuration.
+pub async fn put_from_environment(secret_id: &str) -> Result<Vec<String>, PutSecretError> {
+    let values: Vec<(&str, SecretString)> = SECRET_VARIABLES
+        .into_iter()
+        .filter_map(|name| {
+            let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
+            Some((name, SecretString::from(value)))
+        })
+        .collect();
+    if values.is_empty() {
+        return Err(PutSecretError::NothingToStore);
+    }
+    let config = crate::aws::sdk_config(crate::aws::GENERAL).await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    Ok(store(&client, secret_id, &values).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

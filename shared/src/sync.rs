@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::ResyncOptions;
-use crate::mapping::{ManagerIndex, Mapped, Mapping, UserLinks};
+use crate::mapping::{ManagerIndex, Mapped, Mapping, ObjectKind, UserLinks};
 use crate::okta::{OktaDirectory, UserListing};
 use crate::port::{Entity, PortCatalog, PortError, StoredEntity, WriteFailure};
 use crate::report::{Failure, Plan, Report};
@@ -71,14 +71,14 @@ pub async fn take_snapshot<O: OktaDirectory>(okta: &O) -> Snapshot {
                     .into_iter()
                     .filter(|u| u["id"].as_str().is_some_and(|id| seen.insert(id.into()))),
             );
-            tracing::info!(users = users.len(), "listed Okta users");
+            tracing::info!(target: crate::progress::TARGET, users = users.len(), "listed Okta users");
             snapshot.users = Some(users);
         }
         (Err(e), _) | (_, Err(e)) => snapshot.errors.push(format!("listing users: {e}")),
     }
     match groups {
         Ok(groups) => {
-            tracing::info!(groups = groups.len(), "listed Okta groups; listing members");
+            tracing::info!(target: crate::progress::TARGET, groups = groups.len(), "listed Okta groups; listing members");
             let ids: Vec<&str> = groups.iter().filter_map(|g| g["id"].as_str()).collect();
             let members = join_all(ids.iter().map(|id| okta.list_group_member_ids(id))).await;
             snapshot.user_groups = invert(&ids, members, "members of group", &mut snapshot.errors);
@@ -88,7 +88,7 @@ pub async fn take_snapshot<O: OktaDirectory>(okta: &O) -> Snapshot {
     }
     match apps {
         Ok(apps) => {
-            tracing::info!(apps = apps.len(), "listed Okta apps; listing assigned users");
+            tracing::info!(target: crate::progress::TARGET, apps = apps.len(), "listed Okta apps; listing assigned users");
             let ids: Vec<&str> = apps.iter().filter_map(|a| a["id"].as_str()).collect();
             let users = join_all(ids.iter().map(|id| okta.list_app_user_ids(id))).await;
             snapshot.user_apps = invert(&ids, users, "users of app", &mut snapshot.errors);
@@ -128,7 +128,7 @@ fn invert<E: std::fmt::Display>(
 #[derive(Debug, Default)]
 pub struct Desired {
     pub entities: BTreeMap<String, Vec<Entity>>,
-    pub failures: Vec<(String, Failure)>,
+    pub failures: Vec<(ObjectKind, Failure)>,
     /// Errors of the configuration itself (a selector that yields no boolean): the run
     /// must stop before writing anything.
     pub configuration_errors: Vec<String>,
@@ -137,29 +137,33 @@ pub struct Desired {
 /// Maps every object of the snapshot that can be mapped faithfully.
 pub fn map_snapshot<M: Mapping>(mapping: &M, snapshot: &Snapshot) -> Desired {
     let mut desired = Desired::default();
-    let mut push =
-        |kind: &str, id: &Value, result: Result<Vec<Mapped>, crate::mapping::MappingError>| match result {
-            Ok(mapped) => {
-                for m in mapped {
-                    desired.entities.entry(m.blueprint).or_default().push(m.entity);
-                }
+    let mut push = |kind: ObjectKind,
+                    id: &Value,
+                    result: Result<Vec<Mapped>, crate::mapping::MappingError>| match result
+    {
+        Ok(mapped) => {
+            for m in mapped {
+                desired.entities.entry(m.blueprint).or_default().push(m.entity);
             }
-            Err(e) if e.is_configuration() => desired
-                .configuration_errors
-                .push(format!("{e} (on {kind} {})", id.as_str().unwrap_or("?"))),
-            Err(e) => desired.failures.push((
-                kind.to_owned(),
-                Failure {
-                    identifier: id.as_str().unwrap_or("?").to_owned(),
-                    reason: e.to_string(),
-                },
-            )),
-        };
+        }
+        Err(e) if e.is_configuration() => desired.configuration_errors.push(format!(
+            "{e} (on {} {})",
+            kind_name(kind),
+            id.as_str().unwrap_or("?")
+        )),
+        Err(e) => desired.failures.push((
+            kind,
+            Failure {
+                identifier: id.as_str().unwrap_or("?").to_owned(),
+                reason: e.to_string(),
+            },
+        )),
+    };
     for group in snapshot.groups.iter().flatten() {
-        push("group", &group["id"], mapping.map_group(group));
+        push(ObjectKind::Group, &group["id"], mapping.map_group(group));
     }
     for app in snapshot.apps.iter().flatten() {
-        push("application", &app["id"], mapping.map_app(app));
+        push(ObjectKind::App, &app["id"], mapping.map_app(app));
     }
     // Without the complete user list, neither users nor managers can be written faithfully.
     if let Some(users) = &snapshot.users {
@@ -201,7 +205,7 @@ pub fn map_snapshot<M: Mapping>(mapping: &M, snapshot: &Snapshot) -> Desired {
                 group_objects: group_objects.as_deref(),
                 app_objects: app_objects.as_deref(),
             };
-            push("user", &user["id"], mapping.map_user(user, &links));
+            push(ObjectKind::User, &user["id"], mapping.map_user(user, &links));
         }
     }
     desired
@@ -370,7 +374,7 @@ pub async fn write_in_order<F, Fut>(
         for result in upsert(wave).await {
             outcomes.record(result.identifier, result.outcome);
         }
-        tracing::info!(blueprint, written = done.min(total), of = total, "upserting");
+        crate::progress::written(blueprint, done.min(total), total);
     }
 }
 
@@ -393,7 +397,7 @@ async fn write_blueprint<P: PortCatalog>(
         for result in port.upsert(blueprint, wave).await {
             outcomes.record(result.identifier, result.outcome);
         }
-        tracing::info!(blueprint, written = done.min(total), of = total, "upserting");
+        crate::progress::written(blueprint, done.min(total), total);
     }
 }
 
@@ -500,10 +504,15 @@ where
     let blueprints = mapping.blueprint_ids();
     prepare_blueprints(port, mapping, options.dry_run).await?;
 
-    tracing::info!("reading this installation's entities in Port");
+    crate::progress::phase("reading this installation's entities in Port");
     let stored = list_stored(port, &blueprints).await?;
+    tracing::info!(
+        target: crate::progress::TARGET,
+        entities = stored.values().map(HashMap::len).sum::<usize>(),
+        "listed this installation's entities in Port"
+    );
 
-    tracing::info!("reading Okta");
+    crate::progress::phase("reading Okta");
     let snapshot = take_snapshot(okta).await;
     report.errors.extend(snapshot.errors.iter().cloned());
     let desired = map_snapshot(mapping, &snapshot);
@@ -511,13 +520,15 @@ where
     if !desired.configuration_errors.is_empty() {
         return Err(SyncError::Configuration(summarize(&desired.configuration_errors)));
     }
-    record_unmapped(&mut report, desired.failures);
+    record_unmapped(&mut report, mapping, desired.failures);
 
     let pending = plan_writes(&blueprints, &desired.entities, &stored, options, &mut report);
     let mut outcomes = Outcomes::default();
+    crate::progress::phase("writing to Port");
     write_all(port, pending, &stored, &mut outcomes).await;
     tally_writes(&blueprints, &desired.entities, &stored, &outcomes, &mut report);
 
+    crate::progress::phase("deleting what Okta no longer has");
     delete_stale(
         port,
         &blueprints,
@@ -595,24 +606,36 @@ fn summarize(messages: &[String]) -> String {
     }
 }
 
-fn record_unmapped(report: &mut Report, failures: Vec<(String, Failure)>) {
+fn record_unmapped<M: Mapping>(report: &mut Report, mapping: &M, failures: Vec<(ObjectKind, Failure)>) {
     if failures.is_empty() {
         return;
     }
+    // One line for them all: a broken mapping fails thousands of objects the same way.
+    let examples: Vec<String> = failures
+        .iter()
+        .take(3)
+        .map(|(kind, f)| format!("{} {}: {}", kind_name(*kind), f.identifier, f.reason))
+        .collect();
     report.errors.push(format!(
-        "{} Okta objects could not be mapped (first: {}: {})",
+        "{} Okta objects could not be mapped (e.g. {})",
         failures.len(),
-        failures[0].1.identifier,
-        failures[0].1.reason
+        examples.join("; ")
     ));
     for (kind, failure) in failures {
-        tracing::debug!(
-            kind,
-            id = failure.identifier,
-            reason = failure.reason,
-            "mapping failed"
-        );
+        // Counted as failed in the blueprint the object would have been written to.
+        if let Some(blueprint) = mapping.kind_blueprints(kind).into_iter().next() {
+            report.blueprint(&blueprint).unmapped += 1;
+        }
         report.unmapped.push(failure);
+    }
+}
+
+/// The kind as the report and Okta's event types name it.
+fn kind_name(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::User => "user",
+        ObjectKind::Group => "group",
+        ObjectKind::App => "application",
     }
 }
 
@@ -668,7 +691,9 @@ async fn write_all<P: PortCatalog>(
             .iter()
             .map(|e| (e.identifier.clone(), e.clone()))
             .collect();
+        let count = entities.len();
         write_blueprint(port, &bp, entities, before, outcomes).await;
+        tracing::info!(target: crate::progress::TARGET, blueprint = bp, entities = count, "written to Port");
         let again: Vec<Entity> = by_id
             .into_values()
             .filter(|e| {

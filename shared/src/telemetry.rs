@@ -29,13 +29,30 @@ fn dependencies_capped() -> FilterFn<impl Fn(&Metadata<'_>) -> bool + Clone> {
     })
 }
 
-/// Human-readable logs on stderr at `default` level ("info" shows progress).
-pub fn init_cli(default: &str) {
-    let layer = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_filter(filter(default).and(dependencies_capped()));
-    let _ = tracing::subscriber::set_global_default(Registry::default().with(layer));
+/// Human-readable logs on stderr at `default` level ("info" shows each phase). With
+/// `status_line` and stderr a terminal, a live status line shows the progress below them;
+/// otherwise stderr carries the log lines alone (machine-readable, as in CI).
+pub fn init_cli(default: &str, status_line: bool) {
+    use std::io::IsTerminal;
+    let registry = Registry::default();
+    if status_line && std::io::stderr().is_terminal() {
+        let logs = tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(crate::status_line::ClearLine)
+            .with_filter(filter(default).and(dependencies_capped()));
+        let progress = crate::status_line::StatusLine::default().with_filter(
+            tracing_subscriber::filter::Targets::new().with_target(crate::progress::TARGET, Level::DEBUG),
+        );
+        let _ = tracing::subscriber::set_global_default(registry.with(logs).with(progress));
+    } else {
+        // Colours only for a person: a file or a pipe gets plain text.
+        let logs = tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_filter(filter(default).and(dependencies_capped()));
+        let _ = tracing::subscriber::set_global_default(registry.with(logs));
+    }
 }
 
 /// JSON lines, as CloudWatch Logs Insights queries them best. Each line written during an

@@ -601,6 +601,14 @@ fn bad_configurations_are_refused_with_precise_messages() {
     );
     let e = refused(&user_config("true", "nosuchfilter(.id)"));
     assert!(e.to_string().contains("undefined filter nosuchfilter/1"), "{e}");
+    // An unquoted blueprint name: the message says a jq string needs quotes, and how.
+    let e = refused(&user_config("true", ".id").replace("blueprint: '\"u\"'", "blueprint: oktaUser"));
+    assert_eq!(
+        e.to_string(),
+        "PORT_APP_CONFIG: resources[1].port.entity.mappings.blueprint: jq: undefined filter \
+         oktaUser/0. A jq string needs its quotes, inside YAML's: write '\"oktaUser\"' for the \
+         text oktaUser, or .oktaUser for the field oktaUser"
+    );
     let e = refused(&user_config("true", "env.OKTA_API_TOKEN"));
     assert!(
         e.to_string().contains("undefined filter env/0"),
@@ -686,12 +694,16 @@ fn single_valued_fields_with_several_outputs_fail_the_object_naming_the_field() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jq_error_on_one_object_fails_it_by_id_and_blocks_deletions() {
-    let mut org = org(120, 8, 4, 5);
+    let org = org(120, 8, 4, 5);
     let victim = org.users[10]["id"].as_str().unwrap().to_owned();
+    // 25 more users the same mapping fails: one error line for all of them.
+    let others: Vec<String> = org.users[30..55]
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect();
     let env = Env::with_org(org.clone()).await;
     assert!(env.resync().await.unwrap().is_success());
     // One user gets a profile the custom title cannot handle; another user is deleted.
-    org.set_profile_attr(&victim, "nickname", Some("x"));
     let deleted = org.users[20]["id"].as_str().unwrap().to_owned();
     env.okta.with_org(|o| {
         o.set_profile_attr(&victim, "nickname", Some("x"));
@@ -713,6 +725,43 @@ async fn a_jq_error_on_one_object_fails_it_by_id_and_blocks_deletions() {
         report.unmapped[0].reason.contains("no nicknames"),
         "{}",
         report.unmapped[0].reason
+    );
+    // The table's failed column counts it, under the blueprint it would have gone to.
+    assert_eq!(report.blueprints["oktaUser"].unmapped, 1);
+    let row = report
+        .to_text()
+        .lines()
+        .find(|l| l.starts_with("oktaUser "))
+        .unwrap()
+        .to_owned();
+    assert_eq!(row.split_whitespace().nth(5), Some("1"), "failed column: {row}");
+
+    // Many objects failing the same way: one error with a count and a few examples, the
+    // text lists ten and counts the rest.
+    env.okta.with_org(|o| {
+        for id in &others {
+            o.set_profile_attr(id, "nickname", Some("y"));
+        }
+    });
+    let report = app.resync(Default::default()).await.unwrap();
+    assert_eq!(report.unmapped.len(), 26, "{}", report.to_text());
+    assert_eq!(report.blueprints["oktaUser"].unmapped, 26);
+    let mapping_errors: Vec<&String> = report
+        .errors
+        .iter()
+        .filter(|e| e.contains("could not be mapped"))
+        .collect();
+    assert_eq!(mapping_errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        mapping_errors[0].starts_with("26 Okta objects could not be mapped (e.g. user 00u"),
+        "{}",
+        mapping_errors[0]
+    );
+    let text = report.to_text();
+    assert_eq!(text.matches("\nnot mapped 00u").count(), 10, "{text}");
+    assert!(
+        text.contains("not mapped: 16 more (--json lists them all)"),
+        "{text}"
     );
     assert!(
         env.port

@@ -242,3 +242,94 @@ async fn an_unreachable_endpoint_is_a_transport_error() {
         "{err}"
     );
 }
+
+/// `okta-port put-secret`, the deploy guide's way to fill the stack's secret without the
+/// AWS CLI or jq: the credentials set in the environment are stored, the secret's other
+/// keys are kept, and no value is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_secret_stores_the_environments_credentials_and_keeps_the_rest() {
+    let client = client().await;
+    let endpoint = moto::sqs_endpoint().await;
+    // As the stack creates it: empty credentials, a generated webhook secret.
+    let created = json!({
+        "OKTA_API_TOKEN": "", "PORT_CLIENT_ID": "", "PORT_CLIENT_SECRET": "",
+        "OKTA_WEBHOOK_SECRET": "whsec-generated-by-the-stack",
+    });
+    let arn = create_secret(&client, "put", &created.to_string()).await;
+    let cli = tokio::task::spawn_blocking(okta_port_tests::harness::cli_binary)
+        .await
+        .unwrap();
+    let run = |vars: Vec<(&'static str, &'static str)>| {
+        let mut command = std::process::Command::new(&cli);
+        command
+            .args(["put-secret", "--secret-id", &arn])
+            .env_clear()
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RUST_LOG", "trace")
+            .envs(vars);
+        command.output().expect("run the CLI")
+    };
+
+    let out = run(vec![
+        ("OKTA_API_TOKEN", "00tok-put-by-the-cli"),
+        ("PORT_CLIENT_ID", "pcid-put"),
+        ("PORT_CLIENT_SECRET", "pcs-put-by-the-cli"),
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!("stored in {arn}: OKTA_API_TOKEN, PORT_CLIENT_ID, PORT_CLIENT_SECRET")
+    );
+    for value in [
+        "00tok-put-by-the-cli",
+        "pcs-put-by-the-cli",
+        "whsec-generated-by-the-stack",
+    ] {
+        assert!(
+            !stdout.contains(value) && !stderr.contains(value),
+            "a value was printed"
+        );
+    }
+    let stored = client.get_secret_value().secret_id(&arn).send().await.unwrap();
+    let stored: serde_json::Value = serde_json::from_str(stored.secret_string().unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        json!({
+            "OKTA_API_TOKEN": "00tok-put-by-the-cli", "PORT_CLIENT_ID": "pcid-put",
+            "PORT_CLIENT_SECRET": "pcs-put-by-the-cli", "OKTA_WEBHOOK_SECRET": "whsec-generated-by-the-stack",
+        })
+    );
+
+    // Nothing set: a configuration error (exit 2) naming what it would store.
+    let out = run(vec![]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nothing to store") && stderr.contains("PORT_CLIENT_SECRET"),
+        "{stderr}"
+    );
+    // A secret that does not exist is named.
+    let mut missing = std::process::Command::new(&cli);
+    missing
+        .args(["put-secret", "--secret-id", "okta-port/no-such-secret"])
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("PORT_CLIENT_SECRET", "pcs-x");
+    let out = missing.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("okta-port/no-such-secret (SECRETS_ARN) was not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

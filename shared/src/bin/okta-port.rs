@@ -40,12 +40,25 @@ enum Command {
         #[arg(long)]
         update_secret: bool,
     },
+    /// Store the credentials set in this environment (OKTA_API_TOKEN or the service app's
+    /// OKTA_CLIENT_ID, OKTA_PRIVATE_KEY and OKTA_KEY_ID, PORT_CLIENT_ID, PORT_CLIENT_SECRET,
+    /// OKTA_WEBHOOK_SECRET) in a Secrets Manager secret, keeping its other keys. Prints
+    /// the names it stored, never a value.
+    PutSecret {
+        /// The secret: the stack's SecretArn output (or WebhookSecretArn).
+        #[arg(long)]
+        secret_id: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    okta_port::telemetry::init_cli("info");
     let cli = Cli::parse();
+    let json = matches!(cli.command, Command::Resync { json: true, .. });
+    okta_port::telemetry::init_cli("info", !json);
+    if let Command::PutSecret { secret_id } = &cli.command {
+        return put_secret(secret_id).await;
+    }
     // The environment, with SECRETS_ARN's secret merged under it when that is set.
     let app = match App::from_environment().await {
         Ok(app) => app,
@@ -68,6 +81,7 @@ async fn main() -> ExitCode {
                 .await
             {
                 Ok(report) => {
+                    okta_port::status_line::clear();
                     if json {
                         println!(
                             "{}",
@@ -83,10 +97,12 @@ async fn main() -> ExitCode {
                     }
                 }
                 Err(e @ okta_port::sync::SyncError::Configuration(_)) => {
+                    okta_port::status_line::clear();
                     eprintln!("okta-port: resync refused before writing anything: {e}");
                     ExitCode::from(2)
                 }
                 Err(e) => {
+                    okta_port::status_line::clear();
                     eprintln!("okta-port: resync failed: {e}");
                     ExitCode::FAILURE
                 }
@@ -101,12 +117,17 @@ async fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
+                Err(e @ okta_port::app::HookSetupError::Config(_)) => {
+                    eprintln!("okta-port: {e}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     eprintln!("okta-port: {e}");
                     ExitCode::FAILURE
                 }
             }
         }
+        Command::PutSecret { .. } => unreachable!("handled before the configuration is read"),
         Command::Blueprints => match app.ensure_blueprints().await {
             Ok(created) if created.is_empty() => {
                 println!("all blueprints exist");
@@ -121,5 +142,23 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `put-secret`: needs no configuration but the credentials it stores and AWS's own.
+async fn put_secret(secret_id: &str) -> ExitCode {
+    match okta_port::secrets::put_from_environment(secret_id).await {
+        Ok(keys) => {
+            println!("stored in {secret_id}: {}", keys.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e @ okta_port::secrets::PutSecretError::NothingToStore) => {
+            eprintln!("okta-port: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("okta-port: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -84,6 +84,17 @@ pub fn compile(code: &str) -> Result<JqFilter, String> {
                 .flat_map(|(_, list)| list)
                 .map(|(name, undefined)| {
                     let what = match undefined {
+                        // A bare word: almost always a string or a field written without
+                        // its quotes or its dot (`blueprint: oktaUser`, `title: name`).
+                        jaq_core::compile::Undefined::Filter(0) if name == "env" => {
+                            "filter env/0 (okta-port leaves it out: it would copy the process \
+                             environment, secrets included, into Port)"
+                                .to_owned()
+                        }
+                        jaq_core::compile::Undefined::Filter(0) => format!(
+                            "filter {name}/0. A jq string needs its quotes, inside YAML's: write \
+                             '\"{name}\"' for the text {name}, or .{name} for the field {name}"
+                        ),
                         jaq_core::compile::Undefined::Filter(arity) => format!("filter {name}/{arity}"),
                         jaq_core::compile::Undefined::Var => format!("variable ${name}"),
                         other => format!("{other:?} {name}"),

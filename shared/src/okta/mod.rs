@@ -202,11 +202,14 @@ impl Client {
     ) -> Result<Vec<T>, OktaError> {
         let mut url = Some(self.url(path, query));
         let mut items = Vec::new();
+        let listing = crate::progress::listing_name(path);
         while let Some(current) = url.take() {
             let (body, headers) = self.send(current).await?;
             let page: Vec<T> = parse(path, &body)?;
+            let next = next_link(&headers);
+            crate::progress::page(&listing, page.len(), next.is_none());
             items.extend(page);
-            if let Some(next) = next_link(&headers) {
+            if let Some(next) = next {
                 let next = Url::parse(&next).map_err(|e| OktaError::InvalidResponse {
                     endpoint: path.into(),
                     message: format!("bad next link: {e}"),
@@ -328,6 +331,7 @@ impl Client {
                             "Okta answered 429 without rate-limit headers; backing off"
                         );
                         inner.limiter.record_wait(wait);
+                        crate::progress::rate_limit_wait("okta", wait.as_millis() as u64);
                         tokio::time::sleep(wait).await;
                     }
                     continue;

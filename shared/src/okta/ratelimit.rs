@@ -122,11 +122,12 @@ impl RateLimiter {
             }
         }
         if !waited.is_zero() {
-            tracing::info!(
+            tracing::debug!(
                 bucket,
                 waited_ms = waited.as_millis() as u64,
                 "paused for the Okta rate limit"
             );
+            crate::progress::rate_limit_wait("okta", waited.as_millis() as u64);
             self.waited_ms
                 .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
         }

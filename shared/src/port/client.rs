@@ -269,6 +269,7 @@ impl Client {
                             wait_ms = wait.as_millis() as u64,
                             "Port answered 429; waiting"
                         );
+                        crate::progress::rate_limit_wait("port", wait.as_millis() as u64);
                         wait
                     }
                     408 | 500 | 502 | 503 | 504 => {

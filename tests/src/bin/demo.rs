@@ -30,7 +30,7 @@ fn print_report(report: &Report) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    okta_port::telemetry::init_cli("warn");
+    okta_port::telemetry::init_cli("warn", false);
     let set = |v: &str| std::env::var(v).is_ok_and(|v| !v.trim().is_empty());
     // An SSWS token or a service app (OKTA_CLIENT_ID with its key) both count.
     let okta = set("OKTA_DOMAIN") && (set("OKTA_API_TOKEN") || set("OKTA_CLIENT_ID"));
