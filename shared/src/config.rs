@@ -1,4 +1,4 @@
-//! Configuration from environment variables (design §6). The CLI and every function read
+//! Configuration from environment variables (docs/configuration.md). The CLI and every function read
 //! the same variables; secrets are held as `SecretString` so they never reach a log line.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Okta event hook deliveries: validation, the event types okta-port handles (design §5),
+//! Okta event hook deliveries: validation, the event types okta-port handles (docs/architecture.md),
 //! and the message each kept event becomes on the queue.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The live path (design §5): a batch of queued Okta events becomes the set of touched
+//! The live path (docs/architecture.md): a batch of queued Okta events becomes the set of touched
 //! groups, apps and users; each is refetched once from Okta and converged in Port through
 //! the same mapping as the resync, so a live update and a resync write the same entity.
 //!
@@ -724,7 +724,7 @@ impl Processor for UserProcessor {
                 Wanted::REFETCH_ALL
             }
             // Every other event: the user and its relations, whatever the event says
-            // (design §5), so a profile or status event also repairs a membership or an
+            // (docs/architecture.md), so a profile or status event also repairs a membership or an
             // assignment whose own event was lost. Users refetched only because their
             // manager may resolve differently (follow-ups) read the user alone.
             "user.account.update_profile" => Wanted::REFETCH_ALL,

@@ -1,4 +1,4 @@
-//! Secrets from AWS Secrets Manager (design §6): when `SECRETS_ARN` is set, its secret (a
+//! Secrets from AWS Secrets Manager (docs/configuration.md): when `SECRETS_ARN` is set, its secret (a
 //! JSON object of string values, say `{"OKTA_API_TOKEN": "…", "PORT_CLIENT_SECRET": "…"}`)
 //! is read once per cold start and merged *under* the environment: a variable set (and not
 //! empty) in the environment wins over the same key in the secret.
@@ -158,7 +158,7 @@ where
 
 type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
 
-/// Configuration look-up: the secrets first (design §6: when `SECRETS_ARN` is set it is the
+/// Configuration look-up: the secrets first (docs/configuration.md: when `SECRETS_ARN` is set it is the
 /// source of what it holds, so an environment variable never silently beats a rotated
 /// secret), then the environment (a variable set to an empty string counts as unset).
 /// Cheap to clone.

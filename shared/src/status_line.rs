@@ -123,16 +123,19 @@ impl<S: Subscriber> Layer<S> for StatusLine {
         let mut now = false;
         match fields.message.as_str() {
             "page" => {
-                let listing = state.listings.entry(text("listing")).or_default();
+                let name = text("listing");
+                // A whole listing's end is always shown; the per-id ones come by hundreds.
+                now = fields.last && !name.contains("{id}");
+                let listing = state.listings.entry(name).or_default();
                 listing.objects += number("objects");
                 listing.pages += 1;
                 listing.finished += u64::from(fields.last);
             }
             "rate limit pause" => state.waited_ms += number("wait_ms"),
             "writing" => {
-                state
-                    .written
-                    .insert(text("blueprint"), (number("written"), number("of")));
+                let (written, of) = (number("written"), number("of"));
+                now = written == of;
+                state.written.insert(text("blueprint"), (written, of));
             }
             "phase" => {
                 // Each phase shows its own counts; the waits add up over the run.

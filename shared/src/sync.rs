@@ -1,4 +1,4 @@
-//! The full resync (design §4): snapshot Okta, map, write what changed in dependency
+//! The full resync (docs/architecture.md): snapshot Okta, map, write what changed in dependency
 //! order, then delete what vanished, only on a complete picture of Okta.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -276,6 +276,14 @@ impl Env {
     }
 }
 
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
 /// `export KEY=VALUE` lines: a shell can source them (`. FILE`), and
 /// `cargo lambda watch --env-file FILE` reads them too. The values never need quoting
 /// (URLs, tokens, region names).

@@ -115,6 +115,12 @@ fn moto_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Starts a moto server on a free loopback port for the rest of this process (whatever
+/// `AWS_ENDPOINT_URL` says); returns its endpoint. The local-development simulators use it.
+pub async fn start_server() -> String {
+    start_moto().await
+}
+
 async fn start_moto() -> String {
     let binary = moto_binary().unwrap_or_else(|| panic!("moto_server not found. {INSTALL_HINT}"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -102,15 +102,16 @@ async fn a_resync_on_a_terminal_shows_live_progress_and_stays_plain_elsewhere() 
     let out = command.output().await.expect("run script");
     let screen = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{screen}");
+    // Drawn at most every 100 ms, but a phase's start and a listing's or a blueprint's end
+    // are always drawn.
     for shown in [
         "\r\x1b[Kreading Okta",
-        "users 2000 (",
-        "group members ",
-        "lists)",
-        "app users ",
+        "users 2000 (11 pages)",
+        "groups 60 (1 pages)",
+        "apps 12 (1 pages)",
         "\r\x1b[Kwriting to Port",
-        "oktaUser ",
-        "/2000",
+        "oktaGroup 60/60",
+        "oktaUser 2000/2000",
     ] {
         assert!(
             screen.contains(shown),

@@ -1,4 +1,4 @@
-//! The README's "Local development" section, run as written: the three functions under
+//! docs/development.md's "Local development" section, run as written: the three functions under
 //! `cargo lambda watch` (separate processes, built by cargo-lambda), the simulators and an
 //! SQS queue on moto's server; a resync invoked with `cargo lambda invoke`, an Okta delivery
 //! POSTed to the webhook's local Function URL, the queued messages turned into an SQS event
@@ -216,19 +216,12 @@ fn cargo_lambda_invoke(dir: &Path, port: u16, function: &str, data_file: &Path) 
     command
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("find a free port")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_functions_under_cargo_lambda_watch_keep_port_in_step() {
     let dir = cargo_lambda_dir();
     let root = workspace_root();
 
-    // Terminal 1 and 2 of the README: moto, the simulators, a queue, the env file.
+    // Terminal 1 of docs/development.md: moto, the simulators, a queue, the env file.
     let org = generate(&OrgSpec {
         users: 120,
         groups: 10,
@@ -259,7 +252,7 @@ async fn the_functions_under_cargo_lambda_watch_keep_port_in_step() {
     }
 
     // Terminal 3: cargo lambda watch with the env file.
-    let port = free_port();
+    let port = harness::free_port();
     let keys: Vec<&str> = variables.iter().map(|(k, _)| *k).collect();
     let mut watch = Watch::start(&dir, port, &env_file, &keys, work.join("watch.log"));
     watch.wait_listening(port, Duration::from_secs(60)).await;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The built-in configuration, shipped in the repository: design §3's entities exactly.
+/// The built-in configuration, shipped in the repository: docs/mapping.md's entities exactly.
 pub const DEFAULT_CONFIG: &str = include_str!("../../resources/port-app-config.yml");
 
 /// Why a configuration was refused (before anything is written).

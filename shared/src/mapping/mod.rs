@@ -1,4 +1,4 @@
-//! Okta objects → Port entities (design §3), behind the `Mapping` trait: the hand-written
+//! Okta objects → Port entities (docs/mapping.md), behind the `Mapping` trait: the hand-written
 //! `DefaultMapping`, and `JqMapping` (`jq.rs`), a port-app-config (`config.rs`) in Ocean's
 //! format evaluated with jaq.
 

@@ -94,8 +94,9 @@ async fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "sqs-event: {} message(s){}",
+        "sqs-event: {} message{}{}",
         messages.len(),
+        if messages.len() == 1 { "" } else { "s" },
         if args.keep {
             ", left on the queue"
         } else {
