@@ -1,6 +1,9 @@
 //! Wiring: the real clients and the default mapping, built once per process (per Lambda
 //! cold start) from the configuration.
 
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError, HookConfig, ResyncOptions};
@@ -8,6 +11,7 @@ use crate::hooks::{self, HookError, HookOutcome};
 use crate::live::{self, BatchReport, Context, Processor};
 use crate::mapping::AppMapping;
 use crate::mapping::config::MappingConfigError;
+use crate::metrics;
 use crate::okta::{self, OktaError};
 use crate::port::{self, PortCatalog, PortError};
 use crate::report::Report;
@@ -218,6 +222,31 @@ impl App {
         }
     }
 
+    /// The consumer function's invocation: applies the SQS batch within the time `left`
+    /// (less a margin to report), emits its metrics, and names the failed messages.
+    pub async fn consume(
+        &self,
+        event: SqsEvent,
+        processors: &[Box<dyn Processor>],
+        left: Duration,
+        request_id: &str,
+    ) -> SqsBatchResponse {
+        let messages = live::sqs_messages(event);
+        let report = self
+            .apply_batch_within(&messages, processors, consumer_budget(left))
+            .await;
+        tracing::info!(?report, "batch done");
+        let lags = live::applied_event_lags(&messages, &report, processors);
+        metrics::emit_stdout(&metrics::consumer(&report, &lags, Some(request_id)));
+        let mut response = SqsBatchResponse::default();
+        for id in report.failed_messages {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+        response
+    }
+
     /// Tells the mapping how Port defines its blueprints, once per process. On failure the
     /// next batch tries again (a relation's cardinality then falls back to ours).
     async fn read_blueprints(&self) {
@@ -263,6 +292,19 @@ pub fn scheduled_overrides(event: Value) -> Result<RunOverrides, serde_json::Err
         Value::Object(ref m) if m.is_empty() => Ok(RunOverrides::default()),
         other => serde_json::from_value(other),
     }
+}
+
+/// Time kept back from the consumer's deadline to report the batch's failures.
+const CONSUMER_MARGIN: Duration = Duration::from_secs(3);
+
+/// The time a batch's work may take: what the invocation has left, less the margin. A
+/// short invocation keeps three quarters for the work; a deadline already past (a local
+/// emulator's) gets Lambda's longest timeout, since the real one is unknown.
+fn consumer_budget(left: Duration) -> Duration {
+    if left.is_zero() {
+        return Duration::from_secs(900);
+    }
+    left.saturating_sub(CONSUMER_MARGIN.min(left / 4))
 }
 
 #[cfg(test)]

@@ -284,7 +284,7 @@ fn service_app(var: &dyn Fn(&'static str) -> Option<String>) -> Result<ServiceAp
     let client_id = problems.check(required("OKTA_CLIENT_ID"));
     let key_id = problems.check(required("OKTA_KEY_ID"));
     let private_key = problems.check(required("OKTA_PRIVATE_KEY").and_then(|pem| {
-        crate::okta::auth::ClientKey::parse(&pem).map_err(|reason| ConfigError::Invalid {
+        crate::keys::ClientKey::parse(&pem).map_err(|reason| ConfigError::Invalid {
             var: "OKTA_PRIVATE_KEY",
             reason,
         })?;

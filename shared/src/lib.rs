@@ -8,8 +8,10 @@
 pub mod app;
 pub mod aws;
 pub mod config;
+pub mod domain;
 pub mod events;
 pub mod hooks;
+pub mod keys;
 pub mod live;
 pub mod mapping;
 pub mod metrics;

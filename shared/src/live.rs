@@ -12,12 +12,14 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::domain::{self, UserLookup};
 use crate::events::QueuedEvent;
 /// The kinds of Okta objects, in the order they are converged (relation targets first).
 pub use crate::mapping::ObjectKind as Kind;
 use crate::mapping::{APP_BLUEPRINT, GROUP_BLUEPRINT, Mapped, Mapping, USER_BLUEPRINT, UserLinks};
 use crate::okta::{self, OktaDirectory, OktaError};
 use crate::port::{self, DeleteResult, Entity, PortCatalog, PortError, StoredEntity, WriteResult};
+pub use crate::report::BatchReport;
 use crate::sync::{Outcomes, write_in_order};
 
 /// What the events of a batch ask of one object.
@@ -569,9 +571,7 @@ async fn reconcile_assignments(ctx: &Context<'_>, app: &str) -> Result<(), Strin
     let differing: Vec<String> = current
         .into_iter()
         .filter(|stored| {
-            let has = relation_ids(&stored.entity, "applications")
-                .iter()
-                .any(|a| a == app);
+            let has = stored.entity.related("applications").contains(&app);
             has != assigned.contains(&stored.entity.identifier)
         })
         .map(|stored| stored.entity.identifier)
@@ -629,78 +629,63 @@ async fn assignment_members(ctx: &Context<'_>, app: &str) -> Result<FollowUps, S
     })
 }
 
-fn relation_ids(entity: &Entity, relation: &str) -> Vec<String> {
-    match entity.relations.get(relation) {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 fn profile_str<'a>(user: &'a Value, key: &str) -> Option<&'a str> {
     user["profile"][key].as_str().filter(|s| !s.trim().is_empty())
 }
 
-/// Okta search values are quoted strings; a value with a quote or backslash cannot be
-/// searched safely and resolves to nothing.
-fn searchable(value: &str) -> bool {
-    !value.contains(['"', '\\'])
+/// Okta itself as the manager rule's user look-up: a GET by id, and searches whose
+/// answers are filtered to exact matches (Okta's `eq` may fold case or trim).
+struct OktaUsers<'a>(&'a dyn LiveOkta);
+
+impl UserLookup for OktaUsers<'_> {
+    type Error = OktaError;
+
+    async fn is_user(&self, id: &str) -> Result<bool, OktaError> {
+        // GET by id also accepts a login, so check that the id itself matched.
+        Ok(self
+            .0
+            .user(id)
+            .await?
+            .is_some_and(|user| user["id"].as_str() == Some(id)))
+    }
+
+    async fn with_employee_number(&self, number: &str) -> Result<BTreeSet<String>, OktaError> {
+        let found = self
+            .0
+            .search_users(&format!("profile.employeeNumber eq \"{number}\""))
+            .await?;
+        Ok(ids_where(found, |u| {
+            profile_str(u, "employeeNumber") == Some(number)
+        }))
+    }
+
+    async fn with_login_or_email(&self, value: &str) -> Result<BTreeSet<String>, OktaError> {
+        let found = self
+            .0
+            .search_users(&format!(
+                "profile.login eq \"{value}\" or profile.email eq \"{value}\""
+            ))
+            .await?;
+        let lower = value.to_lowercase();
+        Ok(ids_where(found, |u| {
+            ["login", "email"]
+                .iter()
+                .any(|k| profile_str(u, k).is_some_and(|v| v.to_lowercase() == lower))
+        }))
+    }
 }
 
-/// Resolves `managerId` exactly as the resync's `ManagerIndex` does, with Okta look-ups:
-/// a user's id; else the one user with that employeeNumber; else the one user whose login
-/// or email matches case-insensitively.
+fn ids_where(users: Vec<Value>, keep: impl Fn(&Value) -> bool) -> BTreeSet<String> {
+    users
+        .iter()
+        .filter(|u| keep(u))
+        .filter_map(|u| u["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Resolves `managerId` by the domain's manager rule, looking users up in Okta.
 pub async fn resolve_manager(okta: &dyn LiveOkta, manager_id: &str) -> Result<Option<String>, OktaError> {
-    if manager_id.trim().is_empty() {
-        return Ok(None);
-    }
-    // GET by id also accepts a login, so check that the id itself matched.
-    if manager_id.starts_with("00u")
-        && !manager_id.contains('@')
-        && let Some(user) = okta.user(manager_id).await?
-        && user["id"].as_str() == Some(manager_id)
-    {
-        return Ok(Some(manager_id.to_owned()));
-    }
-    if !searchable(manager_id) {
-        return Ok(None);
-    }
-    let ids = |users: Vec<Value>, keep: &dyn Fn(&Value) -> bool| -> BTreeSet<String> {
-        users
-            .iter()
-            .filter(|u| keep(u))
-            .filter_map(|u| u["id"].as_str().map(str::to_owned))
-            .collect()
-    };
-    let by_number = okta
-        .search_users(&format!("profile.employeeNumber eq \"{manager_id}\""))
-        .await?;
-    let by_number = ids(by_number, &|u| {
-        profile_str(u, "employeeNumber") == Some(manager_id)
-    });
-    if by_number.len() == 1 {
-        return Ok(by_number.into_iter().next());
-    }
-    let lower = manager_id.to_lowercase();
-    let by_login = okta
-        .search_users(&format!(
-            "profile.login eq \"{manager_id}\" or profile.email eq \"{manager_id}\""
-        ))
-        .await?;
-    let by_login = ids(by_login, &|u| {
-        ["login", "email"]
-            .iter()
-            .any(|k| profile_str(u, k).is_some_and(|v| v.to_lowercase() == lower))
-    });
-    Ok(if by_login.len() == 1 {
-        by_login.into_iter().next()
-    } else {
-        None
-    })
+    domain::resolve_manager(&OktaUsers(okta), manager_id).await
 }
 
 pub struct UserProcessor;
@@ -761,10 +746,8 @@ impl Processor for UserProcessor {
         for (id, wanted) in touched {
             let old = stored.get(id);
             let old_groups: BTreeSet<String> = old
-                .map(|e| relation_ids(e, "groups"))
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+                .map(|e| e.related("groups").into_iter().map(str::to_owned).collect())
+                .unwrap_or_default();
             let old_keys = || {
                 let mut keys = BTreeSet::from([id.clone()]);
                 for key in ["login", "email"] {
@@ -917,7 +900,7 @@ async fn manager_dependents(
     related: &BTreeSet<String>,
 ) -> Result<BTreeSet<String>, String> {
     let mut found = BTreeSet::new();
-    let keys: Vec<&String> = keys.iter().filter(|k| searchable(k)).collect();
+    let keys: Vec<&String> = keys.iter().filter(|k| domain::is_searchable(k)).collect();
     for chunk in keys.chunks(10) {
         let expression = chunk
             .iter()
@@ -953,20 +936,6 @@ async fn manager_dependents(
         );
     }
     Ok(found)
-}
-
-/// What happened to a batch.
-#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
-pub struct BatchReport {
-    /// Message ids to report as `batchItemFailures` (they come back, then go to the DLQ).
-    pub failed_messages: Vec<String>,
-    /// Why, per failed message.
-    pub failures: BTreeMap<String, String>,
-    pub events: usize,
-    pub duplicates: usize,
-    pub ignored: usize,
-    pub converged: usize,
-    pub okta_calls: u64,
 }
 
 /// Applies a batch of queue messages `(message id, body)`.
@@ -1149,6 +1118,17 @@ pub async fn apply_batch(
 /// Rounds in one batch: the events, then what each round revealed. Follow-ups do not
 /// cascade far (each object is converged once), so this bound is rarely reached.
 const MAX_ROUNDS: usize = 5;
+
+/// `metrics::event_lags` as of now, for the events of `messages` that `processors` handle
+/// and whose messages did not fail.
+pub fn applied_event_lags(
+    messages: &[(String, String)],
+    report: &BatchReport,
+    processors: &[Box<dyn Processor>],
+) -> Vec<u64> {
+    let handled = |e: &QueuedEvent| processors.iter().any(|p| p.handles(&e.event_type));
+    crate::metrics::event_lags(messages, &report.failed_messages, handled, chrono::Utc::now())
+}
 
 /// The `(message id, body)` pairs of an SQS event; a record without a body is kept with an
 /// empty one, so that it is reported as failed rather than lost.

@@ -14,8 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::events::QueuedEvent;
-use crate::live::{BatchReport, Processor};
-use crate::report::Report;
+use crate::report::{BatchReport, Report};
 
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "OktaPort";
@@ -241,17 +240,6 @@ pub fn consumer(report: &BatchReport, lags_ms: &[u64], request_id: Option<&str>)
         with_request_id(Document::new(FUNCTION), request_id).values("EventLagMs", Unit::Milliseconds, chunk)
     }));
     documents
-}
-
-/// `event_lags` as of now, for the events of `messages` that `processors` handle and
-/// whose messages did not fail.
-pub fn applied_event_lags(
-    messages: &[(String, String)],
-    report: &BatchReport,
-    processors: &[Box<dyn Processor>],
-) -> Vec<u64> {
-    let handled = |e: &QueuedEvent| processors.iter().any(|p| p.handles(&e.event_type));
-    event_lags(messages, &report.failed_messages, handled, Utc::now())
 }
 
 /// For each event of a batch that was applied (its message did not fail, a processor

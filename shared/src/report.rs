@@ -174,3 +174,17 @@ fn listed(what: &str, failures: &[Failure]) -> String {
     }
     out
 }
+
+/// What happened to a batch.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct BatchReport {
+    /// Message ids to report as `batchItemFailures` (they come back, then go to the DLQ).
+    pub failed_messages: Vec<String>,
+    /// Why, per failed message.
+    pub failures: BTreeMap<String, String>,
+    pub events: usize,
+    pub duplicates: usize,
+    pub ignored: usize,
+    pub converged: usize,
+    pub okta_calls: u64,
+}

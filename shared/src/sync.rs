@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::ResyncOptions;
+use crate::domain::targets;
 use crate::mapping::{ManagerIndex, Mapped, Mapping, ObjectKind, UserLinks};
 use crate::okta::{OktaDirectory, UserListing};
 use crate::port::{Entity, PortCatalog, PortError, StoredEntity, WriteFailure};
@@ -148,7 +149,7 @@ pub fn map_snapshot<M: Mapping>(mapping: &M, snapshot: &Snapshot) -> Desired {
         }
         Err(e) if e.is_configuration() => desired.configuration_errors.push(format!(
             "{e} (on {} {})",
-            kind_name(kind),
+            kind.name(),
             id.as_str().unwrap_or("?")
         )),
         Err(e) => desired.failures.push((
@@ -222,11 +223,7 @@ pub fn is_unchanged(desired: &Entity, stored: &Entity) -> bool {
         }
     }
     fn ids(v: Option<&Value>) -> Vec<&str> {
-        let mut ids: Vec<&str> = match v {
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
+        let mut ids = v.map(targets).unwrap_or_default();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -255,11 +252,7 @@ pub fn write_waves(entities: Vec<Entity>) -> Vec<Vec<Entity>> {
         let mut out: Vec<usize> = e
             .relations
             .values()
-            .flat_map(|v| match v {
-                Value::String(s) => vec![s.as_str()],
-                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
-            })
+            .flat_map(targets)
             .filter_map(|id| index.get(id).copied())
             .collect();
         out.sort_unstable();
@@ -614,7 +607,7 @@ fn record_unmapped<M: Mapping>(report: &mut Report, mapping: &M, failures: Vec<(
     let examples: Vec<String> = failures
         .iter()
         .take(3)
-        .map(|(kind, f)| format!("{} {}: {}", kind_name(*kind), f.identifier, f.reason))
+        .map(|(kind, f)| format!("{} {}: {}", kind.name(), f.identifier, f.reason))
         .collect();
     report.errors.push(format!(
         "{} Okta objects could not be mapped (e.g. {})",
@@ -627,15 +620,6 @@ fn record_unmapped<M: Mapping>(report: &mut Report, mapping: &M, failures: Vec<(
             report.blueprint(&blueprint).unmapped += 1;
         }
         report.unmapped.push(failure);
-    }
-}
-
-/// The kind as the report and Okta's event types name it.
-fn kind_name(kind: ObjectKind) -> &'static str {
-    match kind {
-        ObjectKind::User => "user",
-        ObjectKind::Group => "group",
-        ObjectKind::App => "application",
     }
 }
 

@@ -112,8 +112,8 @@ pub fn user_title(user: &Value) -> Value {
     p["login"].clone()
 }
 
-/// Resolves `profile.managerId` against all users: Okta id, else a unique employeeNumber,
-/// else exactly one user whose login or email matches case-insensitively.
+/// Resolves `profile.managerId` against all users: an Okta user id, else a unique
+/// employeeNumber, else exactly one user whose login or email matches case-insensitively.
 pub struct ManagerIndex<'a> {
     ids: BTreeSet<&'a str>,
     employee_numbers: HashMap<&'a str, Vec<&'a str>>,
@@ -150,10 +150,12 @@ impl<'a> ManagerIndex<'a> {
     }
 
     pub fn resolve(&self, manager_id: &str) -> Option<String> {
-        if manager_id.is_empty() {
+        // Okta cannot search a value with a quote or a backslash: it names nobody.
+        if manager_id.trim().is_empty() || manager_id.contains('"') || manager_id.contains('\\') {
             return None;
         }
-        if self.ids.contains(manager_id) {
+        // Only an Okta user id (`00u…`, never an email) is taken as an id.
+        if manager_id.starts_with("00u") && !manager_id.contains('@') && self.ids.contains(manager_id) {
             return Some(manager_id.to_owned());
         }
         if let Some([only]) = self.employee_numbers.get(manager_id).map(Vec::as_slice) {

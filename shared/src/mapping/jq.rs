@@ -22,7 +22,7 @@ use super::{
     APP_BLUEPRINT, DefaultMapping, GROUP_BLUEPRINT, Mapped, Mapping, MappingError, ObjectKind,
     USER_BLUEPRINT, UserLinks,
 };
-use crate::port::Entity;
+use crate::domain::Entity;
 
 type D = data::JustLut<Val>;
 type JqFilter = jaq_core::compile::Filter<jaq_core::Native<D>>;

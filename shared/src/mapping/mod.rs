@@ -5,11 +5,12 @@
 pub mod config;
 pub mod jq;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
-use crate::port::Entity;
+use crate::domain::{self, UserLookup};
+pub use crate::domain::{Entity, ObjectKind};
 
 pub const USER_BLUEPRINT: &str = "oktaUser";
 pub const GROUP_BLUEPRINT: &str = "oktaGroup";
@@ -49,14 +50,6 @@ impl MappingError {
     pub fn is_configuration(&self) -> bool {
         matches!(self, MappingError::Selector { .. })
     }
-}
-
-/// The kinds of Okta objects, in the order they are converged (relation targets first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ObjectKind {
-    Group,
-    App,
-    User,
 }
 
 /// One entity to write, with its blueprint.
@@ -428,21 +421,36 @@ impl ManagerIndex {
         self.resolve(non_empty(&user["profile"]["managerId"])?)
     }
 
+    /// The domain's manager rule over this index (which answers at once).
     pub fn resolve(&self, manager_id: &str) -> Option<String> {
-        if self.ids.contains(manager_id) {
-            return Some(manager_id.to_owned());
+        use futures::FutureExt;
+        match domain::resolve_manager(self, manager_id).now_or_never() {
+            Some(Ok(found)) => found,
+            Some(Err(never)) => match never {},
+            None => unreachable!("the index answers without waiting"),
         }
-        if let Some([only]) = self.by_employee_number.get(manager_id).map(Vec::as_slice) {
-            return Some(only.clone());
-        }
-        match self
-            .by_login_or_email
-            .get(&manager_id.to_lowercase())
-            .map(Vec::as_slice)
-        {
-            Some([only]) => Some(only.clone()),
-            _ => None,
-        }
+    }
+
+    fn matching(map: &HashMap<String, Vec<String>>, key: &str) -> BTreeSet<String> {
+        map.get(key)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl UserLookup for ManagerIndex {
+    type Error = std::convert::Infallible;
+
+    async fn is_user(&self, id: &str) -> Result<bool, Self::Error> {
+        Ok(self.ids.contains(id))
+    }
+
+    async fn with_employee_number(&self, number: &str) -> Result<BTreeSet<String>, Self::Error> {
+        Ok(Self::matching(&self.by_employee_number, number))
+    }
+
+    async fn with_login_or_email(&self, value: &str) -> Result<BTreeSet<String>, Self::Error> {
+        Ok(Self::matching(&self.by_login_or_email, &value.to_lowercase()))
     }
 }
 
@@ -489,6 +497,16 @@ mod tests {
             "two users share the email"
         );
         assert_eq!(index.resolve("nobody"), None);
+        // The live path cannot search these in Okta, so neither path resolves them.
+        let quoted = ManagerIndex::build(&[user(
+            "00u9",
+            json!({ "login": "q\"x@example.com", "employeeNumber": "9\\9" }),
+        )]);
+        assert_eq!(quoted.resolve("q\"x@example.com"), None);
+        assert_eq!(quoted.resolve("9\\9"), None);
+        // An id is taken as an id only in Okta's user-id form.
+        let odd = ManagerIndex::build(&[user("abc", json!({ "login": "abc@example.com" }))]);
+        assert_eq!(odd.resolve("abc"), None);
     }
 
     #[test]

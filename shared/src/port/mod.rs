@@ -6,8 +6,8 @@ mod client;
 
 use std::future::Future;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 pub use client::Client;
 
@@ -19,17 +19,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Bulk delete takes up to 100 identifiers.
 pub const BULK_DELETE_MAX: usize = 100;
 
-/// An entity as we write it and as Port returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entity {
-    pub identifier: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(default)]
-    pub properties: Map<String, Value>,
-    #[serde(default)]
-    pub relations: Map<String, Value>,
-}
+pub use crate::domain::Entity;
 
 /// Our entity as stored in Port, with the time Port last saw it written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
