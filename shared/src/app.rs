@@ -13,7 +13,7 @@ use crate::mapping::AppMapping;
 use crate::mapping::config::MappingConfigError;
 use crate::metrics;
 use crate::okta::{self, OktaError};
-use crate::port::{self, PortCatalog, PortError};
+use crate::port::{self, PortError, PortSink};
 use crate::report::Report;
 use crate::secrets::{self, Lookup, SecretsError};
 use crate::sync::{self, RunOverrides, SyncError};

@@ -17,8 +17,8 @@ use crate::events::QueuedEvent;
 /// The kinds of Okta objects, in the order they are converged (relation targets first).
 pub use crate::mapping::ObjectKind as Kind;
 use crate::mapping::{APP_BLUEPRINT, GROUP_BLUEPRINT, Mapped, Mapping, USER_BLUEPRINT, UserLinks};
-use crate::okta::{self, OktaDirectory, OktaError};
-use crate::port::{self, DeleteResult, Entity, PortCatalog, PortError, StoredEntity, WriteResult};
+use crate::okta::{OktaError, OktaSource, ids_of};
+use crate::port::{Entity, PortSink};
 pub use crate::report::BatchReport;
 use crate::sync::{Outcomes, write_in_order};
 
@@ -85,134 +85,10 @@ pub struct FollowUps {
     pub refetch_users: BTreeSet<String>,
 }
 
-/// Okta reads of the live path.
-#[async_trait]
-pub trait LiveOkta: Send + Sync {
-    async fn user(&self, id: &str) -> Result<Option<Value>, OktaError>;
-    async fn user_group_ids(&self, id: &str) -> Result<Vec<String>, OktaError>;
-    async fn user_app_ids(&self, id: &str) -> Result<Vec<String>, OktaError>;
-    /// The user's group objects (what a jq mapping sees as `.groups`).
-    async fn user_groups(&self, id: &str) -> Result<Vec<Value>, OktaError> {
-        let ids = self.user_group_ids(id).await?;
-        Ok(ids
-            .into_iter()
-            .map(|id| serde_json::json!({ "id": id }))
-            .collect())
-    }
-    /// The user's app objects, directly or through a group (`.applications`).
-    async fn user_apps(&self, id: &str) -> Result<Vec<Value>, OktaError> {
-        let ids = self.user_app_ids(id).await?;
-        Ok(ids
-            .into_iter()
-            .map(|id| serde_json::json!({ "id": id }))
-            .collect())
-    }
-    async fn group(&self, id: &str) -> Result<Option<Value>, OktaError>;
-    async fn app(&self, id: &str) -> Result<Option<Value>, OktaError>;
-    async fn app_user_ids(&self, id: &str) -> Result<Vec<String>, OktaError>;
-    async fn search_users(&self, expression: &str) -> Result<Vec<Value>, OktaError>;
-    fn calls(&self) -> u64;
-}
-
-/// Port writes and look-ups of the live path.
-#[async_trait]
-pub trait LivePort: Send + Sync {
-    async fn upsert(&self, blueprint: &str, entities: Vec<Entity>) -> Vec<WriteResult>;
-    async fn delete(&self, blueprint: &str, identifiers: &[String]) -> DeleteResult;
-    /// Our entities among `identifiers`.
-    async fn own_entities(
-        &self,
-        blueprint: &str,
-        identifiers: &[String],
-    ) -> Result<Vec<StoredEntity>, PortError>;
-    /// Our entities of `blueprint` with a relation to `target` of `target_blueprint`.
-    async fn own_related(
-        &self,
-        blueprint: &str,
-        target_blueprint: &str,
-        target: &str,
-    ) -> Result<Vec<StoredEntity>, PortError>;
-    /// Our entities of `blueprint` whose `property` equals `value`.
-    async fn own_where(
-        &self,
-        blueprint: &str,
-        property: &str,
-        value: &str,
-    ) -> Result<Vec<StoredEntity>, PortError>;
-}
-
-#[async_trait]
-impl LiveOkta for okta::Client {
-    async fn user(&self, id: &str) -> Result<Option<Value>, OktaError> {
-        self.get_user(id).await
-    }
-    async fn user_group_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
-        okta::Client::user_group_ids(self, id).await
-    }
-    async fn user_app_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
-        okta::Client::user_app_ids(self, id).await
-    }
-    async fn user_groups(&self, id: &str) -> Result<Vec<Value>, OktaError> {
-        okta::Client::user_groups(self, id).await
-    }
-    async fn user_apps(&self, id: &str) -> Result<Vec<Value>, OktaError> {
-        okta::Client::user_apps(self, id).await
-    }
-    async fn group(&self, id: &str) -> Result<Option<Value>, OktaError> {
-        self.get_group(id).await
-    }
-    async fn app(&self, id: &str) -> Result<Option<Value>, OktaError> {
-        self.get_app(id).await
-    }
-    async fn app_user_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
-        self.list_app_user_ids(id).await
-    }
-    async fn search_users(&self, expression: &str) -> Result<Vec<Value>, OktaError> {
-        okta::Client::search_users(self, expression).await
-    }
-    fn calls(&self) -> u64 {
-        self.stats().calls
-    }
-}
-
-#[async_trait]
-impl LivePort for port::Client {
-    async fn upsert(&self, blueprint: &str, entities: Vec<Entity>) -> Vec<WriteResult> {
-        PortCatalog::upsert(self, blueprint, entities).await
-    }
-    async fn delete(&self, blueprint: &str, identifiers: &[String]) -> DeleteResult {
-        PortCatalog::delete(self, blueprint, identifiers).await
-    }
-    async fn own_entities(
-        &self,
-        blueprint: &str,
-        identifiers: &[String],
-    ) -> Result<Vec<StoredEntity>, PortError> {
-        port::Client::own_entities(self, blueprint, identifiers).await
-    }
-    async fn own_related(
-        &self,
-        blueprint: &str,
-        target_blueprint: &str,
-        target: &str,
-    ) -> Result<Vec<StoredEntity>, PortError> {
-        port::Client::own_related(self, blueprint, target_blueprint, target).await
-    }
-    async fn own_where(
-        &self,
-        blueprint: &str,
-        property: &str,
-        value: &str,
-    ) -> Result<Vec<StoredEntity>, PortError> {
-        let rule = serde_json::json!({ "property": property, "operator": "=", "value": value });
-        self.search_own(blueprint, vec![rule]).await
-    }
-}
-
 /// What processors work with.
 pub struct Context<'a> {
-    pub okta: &'a dyn LiveOkta,
-    pub port: &'a dyn LivePort,
+    pub okta: &'a dyn OktaSource,
+    pub port: &'a dyn PortSink,
     pub mapping: &'a dyn Mapping,
 }
 
@@ -248,7 +124,7 @@ fn mapped_by_blueprint(mapped: Vec<Mapped>, into: &mut BTreeMap<String, Vec<Enti
 
 /// Writes entities (targets before relating entities, as in the resync), retrying once
 /// those whose relation targets were missing, and returns each one's failure, if any.
-async fn write(port: &dyn LivePort, entities: BTreeMap<String, Vec<Entity>>) -> HashMap<String, String> {
+async fn write(port: &dyn PortSink, entities: BTreeMap<String, Vec<Entity>>) -> HashMap<String, String> {
     let mut outcomes = Outcomes::default();
     for (bp, list) in entities {
         let retry: HashMap<String, Entity> = list.iter().map(|e| (e.identifier.clone(), e.clone())).collect();
@@ -276,11 +152,11 @@ async fn write(port: &dyn LivePort, entities: BTreeMap<String, Vec<Entity>>) -> 
 /// Deletes those of `ids` that are this installation's entities; an entity of the same
 /// identifier written by another tool or installation is left alone. Failures are keyed
 /// by identifier.
-async fn delete(port: &dyn LivePort, blueprint: &str, ids: Vec<String>) -> HashMap<String, String> {
+async fn delete(port: &dyn PortSink, blueprint: &str, ids: Vec<String>) -> HashMap<String, String> {
     if ids.is_empty() {
         return HashMap::new();
     }
-    let own: Vec<String> = match port.own_entities(blueprint, &ids).await {
+    let own: Vec<String> = match port.list_own_among(blueprint, &ids).await {
         Ok(found) => found.into_iter().map(|s| s.entity.identifier).collect(),
         Err(e) => {
             let reason = format!("could not find our entities to delete: {e}");
@@ -545,7 +421,7 @@ impl Processor for AppProcessor {
 /// groups) and diff that against the users whose Port entity relates to the app; only the
 /// `applications` relation of those that differ is rewritten (a merge upsert).
 async fn reconcile_assignments(ctx: &Context<'_>, app: &str) -> Result<(), String> {
-    let assigned: HashSet<String> = match ctx.okta.app_user_ids(app).await {
+    let assigned: HashSet<String> = match ctx.okta.list_app_user_ids(app).await {
         Ok(ids) => ids.into_iter().collect(),
         // The app is gone: deleting it clears every user's reference to it.
         Err(e) if e.is_not_found() => return Ok(()),
@@ -561,7 +437,7 @@ async fn reconcile_assignments(ctx: &Context<'_>, app: &str) -> Result<(), Strin
     let mut current = related;
     current.extend(
         ctx.port
-            .own_entities(USER_BLUEPRINT, &gaining)
+            .list_own_among(USER_BLUEPRINT, &gaining)
             .await
             .map_err(|e| e.to_string())?,
     );
@@ -578,8 +454,8 @@ async fn reconcile_assignments(ctx: &Context<'_>, app: &str) -> Result<(), Strin
         .collect();
     let mut patches = Vec::new();
     for user in differing {
-        let apps: BTreeSet<String> = match ctx.okta.user_app_ids(&user).await {
-            Ok(apps) => apps.into_iter().collect(),
+        let apps: BTreeSet<String> = match ctx.okta.user_apps(&user).await {
+            Ok(apps) => ids_of(&apps).into_iter().collect(),
             // Gone from Okta: its own delete event (or the resync) removes it.
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(format!("user {user}: {e}")),
@@ -608,7 +484,7 @@ async fn reconcile_assignments(ctx: &Context<'_>, app: &str) -> Result<(), Strin
 /// `reconcile_assignments` for a configured mapping, whose relation names okta-port cannot
 /// know: every user that has the app, or whose entity relates to it, is refetched in full.
 async fn assignment_members(ctx: &Context<'_>, app: &str) -> Result<FollowUps, String> {
-    let mut refetch_users: BTreeSet<String> = match ctx.okta.app_user_ids(app).await {
+    let mut refetch_users: BTreeSet<String> = match ctx.okta.list_app_user_ids(app).await {
         Ok(ids) => ids.into_iter().collect(),
         Err(e) if e.is_not_found() => BTreeSet::new(),
         Err(e) => return Err(e.to_string()),
@@ -635,7 +511,7 @@ fn profile_str<'a>(user: &'a Value, key: &str) -> Option<&'a str> {
 
 /// Okta itself as the manager rule's user look-up: a GET by id, and searches whose
 /// answers are filtered to exact matches (Okta's `eq` may fold case or trim).
-struct OktaUsers<'a>(&'a dyn LiveOkta);
+struct OktaUsers<'a>(&'a dyn OktaSource);
 
 impl UserLookup for OktaUsers<'_> {
     type Error = OktaError;
@@ -684,7 +560,7 @@ fn ids_where(users: Vec<Value>, keep: impl Fn(&Value) -> bool) -> BTreeSet<Strin
 }
 
 /// Resolves `managerId` by the domain's manager rule, looking users up in Okta.
-pub async fn resolve_manager(okta: &dyn LiveOkta, manager_id: &str) -> Result<Option<String>, OktaError> {
+pub async fn resolve_manager(okta: &dyn OktaSource, manager_id: &str) -> Result<Option<String>, OktaError> {
     domain::resolve_manager(&OktaUsers(okta), manager_id).await
 }
 
@@ -731,7 +607,7 @@ impl Processor for UserProcessor {
             return ids.into_iter().map(|id| (id, Ok(FollowUps::default()))).collect();
         }
         let user_bp = primary_blueprint(ctx, Kind::User);
-        let stored: HashMap<String, Entity> = match ctx.port.own_entities(&user_bp, &ids).await {
+        let stored: HashMap<String, Entity> = match ctx.port.list_own_among(&user_bp, &ids).await {
             Ok(list) => list
                 .into_iter()
                 .map(|s| (s.entity.identifier.clone(), s.entity))
@@ -944,7 +820,7 @@ pub async fn apply_batch(
     processors: &[Box<dyn Processor>],
     ctx: &Context<'_>,
 ) -> BatchReport {
-    let calls_before = ctx.okta.calls();
+    let calls_before = ctx.okta.stats().calls;
     let mut report = BatchReport::default();
     let mut seen: HashSet<String> = HashSet::new();
     // Per kind, the objects to converge and what is wanted of each; and which messages
@@ -1111,7 +987,7 @@ pub async fn apply_batch(
             "could not converge; their messages are retried"
         );
     }
-    report.okta_calls = ctx.okta.calls() - calls_before;
+    report.okta_calls = ctx.okta.stats().calls - calls_before;
     report
 }
 

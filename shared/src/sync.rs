@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::config::ResyncOptions;
 use crate::domain::targets;
 use crate::mapping::{ManagerIndex, Mapped, Mapping, ObjectKind, UserLinks};
-use crate::okta::{OktaDirectory, UserListing};
-use crate::port::{Entity, PortCatalog, PortError, StoredEntity, WriteFailure};
+use crate::okta::{OktaSource, UserListing};
+use crate::port::{Entity, PortError, PortSink, StoredEntity, WriteFailure};
 use crate::report::{Failure, Plan, Report};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ impl Snapshot {
 /// Reads the whole org with the fewest calls: users (plus the DEPROVISIONED search),
 /// groups and their members, apps and their users. Relations come from the group and app
 /// side, so there is no per-user call.
-pub async fn take_snapshot<O: OktaDirectory>(okta: &O) -> Snapshot {
+pub async fn take_snapshot<O: OktaSource>(okta: &O) -> Snapshot {
     let mut snapshot = Snapshot::default();
     let (users, deprovisioned, groups, apps) = tokio::join!(
         okta.list_users(UserListing::Default),
@@ -375,7 +375,7 @@ pub async fn write_in_order<F, Fut>(
 /// first: an entity that someone else wrote or deleted since `before` was listed holds
 /// newer data than our snapshot and is left alone (Port has no conditional writes; this
 /// narrows the race to one round trip).
-async fn write_blueprint<P: PortCatalog>(
+async fn write_blueprint<P: PortSink>(
     port: &P,
     blueprint: &str,
     entities: Vec<Entity>,
@@ -396,7 +396,7 @@ async fn write_blueprint<P: PortCatalog>(
 
 /// The wave without the entities Port changed since `before` (ours written earlier in this
 /// run are not rechecked). A recheck that fails fails its entities: they are retried next run.
-async fn drop_superseded<P: PortCatalog>(
+async fn drop_superseded<P: PortSink>(
     port: &P,
     blueprint: &str,
     wave: Vec<Entity>,
@@ -483,8 +483,8 @@ pub async fn resync<O, P, M>(
     options: &ResyncOptions,
 ) -> Result<Report, SyncError>
 where
-    O: OktaDirectory,
-    P: PortCatalog,
+    O: OktaSource,
+    P: PortSink,
     M: Mapping,
 {
     let clock = Instant::now();
@@ -540,7 +540,7 @@ where
 
 /// Creates the missing blueprints (not in a dry run) and tells the mapping how Port
 /// defines the existing ones (a relation's cardinality comes from Port, not from us).
-async fn prepare_blueprints<P: PortCatalog, M: Mapping>(
+async fn prepare_blueprints<P: PortSink, M: Mapping>(
     port: &P,
     mapping: &M,
     dry_run: bool,
@@ -569,7 +569,7 @@ async fn prepare_blueprints<P: PortCatalog, M: Mapping>(
 }
 
 /// This installation's entities per blueprint, by identifier.
-async fn list_stored<P: PortCatalog>(
+async fn list_stored<P: PortSink>(
     port: &P,
     blueprints: &[String],
 ) -> Result<BTreeMap<String, HashMap<String, StoredEntity>>, SyncError> {
@@ -661,7 +661,7 @@ fn plan_writes(
 
 /// Targets first (the mapping's blueprint order), then the not_found failures once more,
 /// now that everything else is written.
-async fn write_all<P: PortCatalog>(
+async fn write_all<P: PortSink>(
     port: &P,
     pending: Vec<(String, Vec<Entity>)>,
     stored: &BTreeMap<String, HashMap<String, StoredEntity>>,
@@ -737,7 +737,7 @@ fn tally_writes(
 /// Deletes this installation's entities that Okta no longer has, if the picture of Okta is
 /// complete and the mass-deletion guard agrees. Each candidate is rechecked in Port first:
 /// one written since we listed it (a live event) is kept.
-async fn delete_stale<P: PortCatalog>(
+async fn delete_stale<P: PortSink>(
     port: &P,
     blueprints: &[String],
     desired: &BTreeMap<String, Vec<Entity>>,
@@ -813,7 +813,7 @@ async fn delete_stale<P: PortCatalog>(
 }
 
 /// Those of `candidates` that Port still has exactly as listed before Okta was read.
-async fn unchanged_since_listed<P: PortCatalog>(
+async fn unchanged_since_listed<P: PortSink>(
     port: &P,
     blueprint: &str,
     candidates: Vec<String>,

@@ -9,7 +9,7 @@ use lambda_http::{Body, Request};
 use okta_port::events::QueuedEvent;
 use okta_port::hooks::HookError;
 use okta_port::live::default_processors;
-use okta_port::port::PortCatalog;
+use okta_port::port::PortSink;
 use okta_port::queue::{EventQueue, MemoryQueue, Sqs};
 use okta_port::webhook::{self, WebhookConfig};
 use okta_port_tests::expected;

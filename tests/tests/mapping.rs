@@ -9,7 +9,7 @@ use okta_port::App;
 use okta_port::mapping::config::{ConfigSource, DEFAULT_CONFIG, MappingConfigError};
 use okta_port::mapping::jq::JqMapping;
 use okta_port::mapping::{AppMapping, DefaultMapping, Mapping, MappingError, UserLinks};
-use okta_port::port::PortCatalog;
+use okta_port::port::PortSink;
 use okta_port::queue::MemoryQueue;
 use okta_port::sync::{Snapshot, map_snapshot};
 use okta_port_tests::expected::{self, ManagerIndex};

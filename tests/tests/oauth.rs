@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 use okta_port::config::Config;
-use okta_port::okta::{Client, OktaDirectory, UserListing};
+use okta_port::okta::{Client, OktaSource, UserListing};
 use okta_port::sync::RunOverrides;
 use okta_port::{App, Report};
 use okta_port_tests::expected;
@@ -444,7 +444,7 @@ async fn concurrent_requests_trigger_one_token_request() {
     });
     let reads = ids.iter().map(|id| {
         let client = client.clone();
-        async move { client.get_user(id).await }
+        async move { client.user(id).await }
     });
     let (users, listed) = tokio::join!(
         futures::future::join_all(reads),

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use okta_port::app::InvocationError;
-use okta_port::okta::{OktaDirectory, OktaError, UserListing};
+use okta_port::okta::{OktaError, OktaSource, UserListing};
 use okta_port::report::ApiStats;
 use okta_port::sync;
 use okta_port_tests::expected::{self, APP_BLUEPRINT, GROUP_BLUEPRINT, USER_BLUEPRINT};
@@ -244,7 +244,8 @@ struct PausingOkta {
     hook: Mutex<Option<Hook>>,
 }
 
-impl OktaDirectory for PausingOkta {
+#[async_trait::async_trait]
+impl OktaSource for PausingOkta {
     async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError> {
         let users = self.inner.list_users(listing).await;
         if listing == UserListing::Default {
@@ -266,6 +267,24 @@ impl OktaDirectory for PausingOkta {
     }
     async fn list_app_user_ids(&self, app_id: &str) -> Result<Vec<String>, OktaError> {
         self.inner.list_app_user_ids(app_id).await
+    }
+    async fn user(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.inner.user(id).await
+    }
+    async fn user_groups(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        self.inner.user_groups(id).await
+    }
+    async fn user_apps(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        self.inner.user_apps(id).await
+    }
+    async fn group(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.inner.group(id).await
+    }
+    async fn app(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.inner.app(id).await
+    }
+    async fn search_users(&self, expression: &str) -> Result<Vec<Value>, OktaError> {
+        self.inner.search_users(expression).await
     }
     fn stats(&self) -> ApiStats {
         self.inner.stats()

@@ -1,15 +1,15 @@
-//! Okta Management API: the `OktaDirectory` trait the sync core reads through, and
+//! Okta Management API: the `OktaSource` trait the sync core reads through, and
 //! `Client`, its HTTP implementation (SSWS or OAuth service-app auth through [`OktaAuth`],
 //! Link pagination, per-bucket throttling, bounded concurrency, retries).
 
 pub mod auth;
 mod ratelimit;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -85,20 +85,38 @@ pub enum UserListing {
     Deprovisioned,
 }
 
-/// What the sync core reads from Okta.
-pub trait OktaDirectory: Send + Sync {
-    fn list_users(&self, listing: UserListing) -> impl Future<Output = Result<Vec<Value>, OktaError>> + Send;
-    fn list_groups(&self) -> impl Future<Output = Result<Vec<Value>, OktaError>> + Send;
+/// Okta as the sync core reads it: whole listings for the resync, single objects and
+/// searches for the live path. `Client` is the HTTP implementation; the core's own tests
+/// use an in-memory one.
+#[async_trait]
+pub trait OktaSource: Send + Sync {
+    async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError>;
+    async fn list_groups(&self) -> Result<Vec<Value>, OktaError>;
     /// Ids of a group's members.
-    fn list_group_member_ids(
-        &self,
-        group_id: &str,
-    ) -> impl Future<Output = Result<Vec<String>, OktaError>> + Send;
-    fn list_apps(&self) -> impl Future<Output = Result<Vec<Value>, OktaError>> + Send;
+    async fn list_group_member_ids(&self, group_id: &str) -> Result<Vec<String>, OktaError>;
+    async fn list_apps(&self) -> Result<Vec<Value>, OktaError>;
     /// Ids of the users assigned to an app, directly or through a group.
-    fn list_app_user_ids(&self, app_id: &str) -> impl Future<Output = Result<Vec<String>, OktaError>> + Send;
+    async fn list_app_user_ids(&self, app_id: &str) -> Result<Vec<String>, OktaError>;
+    /// One user, `None` when Okta has no such user.
+    async fn user(&self, id: &str) -> Result<Option<Value>, OktaError>;
+    /// The user's group objects (what a jq mapping sees as `.groups`).
+    async fn user_groups(&self, id: &str) -> Result<Vec<Value>, OktaError>;
+    /// The user's app objects, directly or through a group (`.applications`).
+    async fn user_apps(&self, id: &str) -> Result<Vec<Value>, OktaError>;
+    async fn group(&self, id: &str) -> Result<Option<Value>, OktaError>;
+    async fn app(&self, id: &str) -> Result<Option<Value>, OktaError>;
+    /// Users matching a `search` expression (DEPROVISIONED ones included).
+    async fn search_users(&self, expression: &str) -> Result<Vec<Value>, OktaError>;
     /// Calls, 429s and rate-limit waits so far.
     fn stats(&self) -> ApiStats;
+}
+
+/// The ids of Okta objects.
+pub fn ids_of(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .filter_map(|o| o["id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -369,71 +387,8 @@ impl Client {
     }
 }
 
-/// Reads of single objects and their relations, for the live path.
-impl Client {
-    pub async fn get_user(&self, id: &str) -> Result<Option<Value>, OktaError> {
-        self.get_optional(&format!("/api/v1/users/{}", encode_segment(id)))
-            .await
-    }
-
-    /// Ids of every group the user is a member of (Everyone included).
-    pub async fn user_group_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
-        let groups: Vec<IdOnly> = self
-            .list(&format!("/api/v1/users/{}/groups", encode_segment(id)), &[])
-            .await?;
-        Ok(groups.into_iter().map(|g| g.id).collect())
-    }
-
-    /// Ids of the apps assigned to the user, directly or through a group (not `appLinks`,
-    /// which only shows dashboard links).
-    pub async fn user_app_ids(&self, id: &str) -> Result<Vec<String>, OktaError> {
-        let filter = format!("user.id eq \"{id}\"");
-        let apps: Vec<IdOnly> = self
-            .list(
-                "/api/v1/apps",
-                &[("filter", &filter), ("limit", &APPS_PAGE.to_string())],
-            )
-            .await?;
-        Ok(apps.into_iter().map(|a| a.id).collect())
-    }
-
-    /// The user's group objects, as Okta returns them (for configured mappings' `.groups`).
-    pub async fn user_groups(&self, id: &str) -> Result<Vec<Value>, OktaError> {
-        self.list(&format!("/api/v1/users/{}/groups", encode_segment(id)), &[])
-            .await
-    }
-
-    /// The app objects assigned to the user, directly or through a group.
-    pub async fn user_apps(&self, id: &str) -> Result<Vec<Value>, OktaError> {
-        let filter = format!("user.id eq \"{id}\"");
-        self.list(
-            "/api/v1/apps",
-            &[("filter", &filter), ("limit", &APPS_PAGE.to_string())],
-        )
-        .await
-    }
-
-    pub async fn get_group(&self, id: &str) -> Result<Option<Value>, OktaError> {
-        self.get_optional(&format!("/api/v1/groups/{}", encode_segment(id)))
-            .await
-    }
-
-    pub async fn get_app(&self, id: &str) -> Result<Option<Value>, OktaError> {
-        self.get_optional(&format!("/api/v1/apps/{}", encode_segment(id)))
-            .await
-    }
-
-    /// Users matching a `search` expression (DEPROVISIONED ones included).
-    pub async fn search_users(&self, expression: &str) -> Result<Vec<Value>, OktaError> {
-        self.list(
-            "/api/v1/users",
-            &[("search", expression), ("limit", &USERS_PAGE.to_string())],
-        )
-        .await
-    }
-}
-
-impl OktaDirectory for Client {
+#[async_trait]
+impl OktaSource for Client {
     async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError> {
         let limit = USERS_PAGE.to_string();
         match listing {
@@ -472,6 +427,46 @@ impl OktaDirectory for Client {
             .list(&path, &[("limit", &APP_USERS_PAGE.to_string())])
             .await?;
         Ok(users.into_iter().map(|u| u.id).collect())
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.get_optional(&format!("/api/v1/users/{}", encode_segment(id)))
+            .await
+    }
+
+    /// Every group the user is a member of (Everyone included).
+    async fn user_groups(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        self.list(&format!("/api/v1/users/{}/groups", encode_segment(id)), &[])
+            .await
+    }
+
+    /// The apps assigned to the user, directly or through a group (not `appLinks`, which
+    /// only shows dashboard links).
+    async fn user_apps(&self, id: &str) -> Result<Vec<Value>, OktaError> {
+        let filter = format!("user.id eq \"{id}\"");
+        self.list(
+            "/api/v1/apps",
+            &[("filter", &filter), ("limit", &APPS_PAGE.to_string())],
+        )
+        .await
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.get_optional(&format!("/api/v1/groups/{}", encode_segment(id)))
+            .await
+    }
+
+    async fn app(&self, id: &str) -> Result<Option<Value>, OktaError> {
+        self.get_optional(&format!("/api/v1/apps/{}", encode_segment(id)))
+            .await
+    }
+
+    async fn search_users(&self, expression: &str) -> Result<Vec<Value>, OktaError> {
+        self.list(
+            "/api/v1/users",
+            &[("search", expression), ("limit", &USERS_PAGE.to_string())],
+        )
+        .await
     }
 
     fn stats(&self) -> ApiStats {

@@ -1,4 +1,4 @@
-//! HTTP implementation of `PortCatalog`.
+//! HTTP implementation of `PortSink`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{
-    BULK_DELETE_MAX, BULK_MAX_ENTITIES, DeleteResult, Entity, MAX_BODY_BYTES, PortCatalog, PortError,
+    BULK_DELETE_MAX, BULK_MAX_ENTITIES, DeleteResult, Entity, MAX_BODY_BYTES, PortError, PortSink,
     StoredEntity, WriteFailure, WriteResult,
 };
 use crate::config::PortConfig;
@@ -479,33 +479,6 @@ impl Client {
         }
     }
 
-    /// Our entities among `identifiers` (searched 100 at a time).
-    pub async fn own_entities(
-        &self,
-        blueprint: &str,
-        identifiers: &[String],
-    ) -> Result<Vec<StoredEntity>, PortError> {
-        let mut found = Vec::new();
-        for chunk in identifiers.chunks(BULK_DELETE_MAX) {
-            let rule = json!({ "property": "$identifier", "operator": "in", "value": chunk });
-            found.extend(self.search_own(blueprint, vec![rule]).await?);
-        }
-        Ok(found)
-    }
-
-    /// Our entities of `blueprint` with a relation to `target` (an entity of `target_blueprint`).
-    pub async fn own_related(
-        &self,
-        blueprint: &str,
-        target_blueprint: &str,
-        target: &str,
-    ) -> Result<Vec<StoredEntity>, PortError> {
-        // Our entities point at `target`: they depend on it, so they are downstream of it
-        // ("upstream" would list what `target` itself points at).
-        let rule = json!({ "operator": "relatedTo", "blueprint": target_blueprint, "value": target, "direction": "downstream" });
-        self.search_own(blueprint, vec![rule]).await
-    }
-
     async fn delete_batch(&self, blueprint: &str, ids: &[String]) -> Result<Vec<String>, PortError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -602,7 +575,8 @@ fn batches(entities: Vec<Entity>) -> Vec<Vec<(Entity, Vec<u8>)>> {
     out
 }
 
-impl PortCatalog for Client {
+#[async_trait::async_trait]
+impl PortSink for Client {
     async fn ensure_blueprints(&self, blueprints: &[Value]) -> Result<Vec<String>, PortError> {
         let mut created = Vec::new();
         for bp in blueprints {
@@ -755,12 +729,40 @@ impl PortCatalog for Client {
         self.search_own(blueprint, Vec::new()).await
     }
 
+    /// Searched 100 identifiers at a time.
     async fn list_own_among(
         &self,
         blueprint: &str,
         identifiers: &[String],
     ) -> Result<Vec<StoredEntity>, PortError> {
-        self.own_entities(blueprint, identifiers).await
+        let mut found = Vec::new();
+        for chunk in identifiers.chunks(BULK_DELETE_MAX) {
+            let rule = json!({ "property": "$identifier", "operator": "in", "value": chunk });
+            found.extend(self.search_own(blueprint, vec![rule]).await?);
+        }
+        Ok(found)
+    }
+
+    async fn own_related(
+        &self,
+        blueprint: &str,
+        target_blueprint: &str,
+        target: &str,
+    ) -> Result<Vec<StoredEntity>, PortError> {
+        // Our entities point at `target`: they depend on it, so they are downstream of it
+        // ("upstream" would list what `target` itself points at).
+        let rule = json!({ "operator": "relatedTo", "blueprint": target_blueprint, "value": target, "direction": "downstream" });
+        self.search_own(blueprint, vec![rule]).await
+    }
+
+    async fn own_where(
+        &self,
+        blueprint: &str,
+        property: &str,
+        value: &str,
+    ) -> Result<Vec<StoredEntity>, PortError> {
+        let rule = json!({ "property": property, "operator": "=", "value": value });
+        self.search_own(blueprint, vec![rule]).await
     }
 
     fn stats(&self) -> ApiStats {

@@ -1,11 +1,10 @@
-//! Port API: the `PortCatalog` trait the sync core writes through, and `Client`, its HTTP
+//! Port API: the `PortSink` trait the sync core writes through, and `Client`, its HTTP
 //! implementation (token cache, bulk upserts and deletes, paginated search of our own
 //! entities, retries honouring Port's rate-limit headers).
 
 mod client;
 
-use std::future::Future;
-
+use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -100,28 +99,40 @@ impl PortError {
     }
 }
 
-/// What the sync core needs from Port.
-pub trait PortCatalog: Send + Sync {
+/// Port as the sync core writes and reads it. `Client` is the HTTP implementation; the
+/// core's own tests use an in-memory one. "Our" entities are those this installation wrote.
+#[async_trait]
+pub trait PortSink: Send + Sync {
     /// Creates the missing blueprints (bare first, then their relations); never alters an
     /// existing one. Returns the identifiers it created.
-    fn ensure_blueprints(
-        &self,
-        blueprints: &[Value],
-    ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
+    async fn ensure_blueprints(&self, blueprints: &[Value]) -> Result<Vec<String>, PortError>;
     /// A blueprint's definition as Port has it, or `None` when it does not exist.
-    fn blueprint(&self, blueprint: &str) -> impl Future<Output = Result<Option<Value>, PortError>> + Send;
+    async fn blueprint(&self, blueprint: &str) -> Result<Option<Value>, PortError>;
     /// Upserts (merge) entities of one blueprint; one result per entity, in input order.
-    fn upsert(&self, blueprint: &str, entities: Vec<Entity>)
-    -> impl Future<Output = Vec<WriteResult>> + Send;
+    async fn upsert(&self, blueprint: &str, entities: Vec<Entity>) -> Vec<WriteResult>;
     /// Deletes entities without their dependents (Port clears the references to them).
-    fn delete(&self, blueprint: &str, identifiers: &[String]) -> impl Future<Output = DeleteResult> + Send;
-    /// Every entity of the blueprint written by this installation.
-    fn list_own(&self, blueprint: &str) -> impl Future<Output = Result<Vec<StoredEntity>, PortError>> + Send;
-    /// Those of `identifiers` that are entities of this installation, as Port has them now.
-    fn list_own_among(
+    async fn delete(&self, blueprint: &str, identifiers: &[String]) -> DeleteResult;
+    /// Every entity of ours in the blueprint.
+    async fn list_own(&self, blueprint: &str) -> Result<Vec<StoredEntity>, PortError>;
+    /// Those of `identifiers` that are entities of ours, as Port has them now.
+    async fn list_own_among(
         &self,
         blueprint: &str,
         identifiers: &[String],
-    ) -> impl Future<Output = Result<Vec<StoredEntity>, PortError>> + Send;
+    ) -> Result<Vec<StoredEntity>, PortError>;
+    /// Our entities of `blueprint` with a relation to `target`, an entity of `target_blueprint`.
+    async fn own_related(
+        &self,
+        blueprint: &str,
+        target_blueprint: &str,
+        target: &str,
+    ) -> Result<Vec<StoredEntity>, PortError>;
+    /// Our entities of `blueprint` whose `property` equals `value`.
+    async fn own_where(
+        &self,
+        blueprint: &str,
+        property: &str,
+        value: &str,
+    ) -> Result<Vec<StoredEntity>, PortError>;
     fn stats(&self) -> ApiStats;
 }
