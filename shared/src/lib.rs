@@ -12,7 +12,6 @@ pub mod domain;
 pub mod events;
 pub mod hooks;
 pub mod keys;
-pub mod live;
 pub mod mapping;
 pub mod metrics;
 pub mod okta;
@@ -30,6 +29,8 @@ pub mod webhook;
 pub use app::App;
 pub use config::Config;
 pub use report::Report;
+/// The live path, at its old place: `sync::live`.
+pub use sync::live;
 
 /// A JSON value's type as a user reads it in an error (jq's names), never the value itself.
 pub(crate) fn json_type(value: &serde_json::Value) -> &'static str {

@@ -558,54 +558,6 @@ mod tests {
         assert!(docs[1].get("Events").is_none(), "counts are emitted once");
     }
 
-    #[tokio::test]
-    async fn the_webhook_counts_what_each_request_did() {
-        use crate::queue::MemoryQueue;
-        use crate::webhook::{WebhookConfig, handle_counted};
-        use lambda_http::{Body, http};
-
-        let config =
-            WebhookConfig::from_lookup(|k| (k == "OKTA_WEBHOOK_SECRET").then(|| "s3cret".into())).unwrap();
-        let queue = MemoryQueue::default();
-        let delivery = json!({ "eventId": "d1", "data": { "events": [
-            { "uuid": "u1", "eventType": "group.user_membership.add", "target": [] },
-            { "uuid": "u2", "eventType": "user.session.start", "target": [] },
-            { "uuid": "u3", "eventType": "group.profile.update", "target": [] },
-        ] } });
-        let post = |secret: &str| {
-            http::Request::builder()
-                .method("POST")
-                .header("authorization", secret)
-                .body(Body::from(delivery.to_string()))
-                .unwrap()
-        };
-        let (response, outcome) = handle_counted(&post("s3cret"), &config, &queue).await;
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            outcome,
-            WebhookOutcome {
-                received: 3,
-                ignored: 1,
-                queued: 2,
-                ..WebhookOutcome::default()
-            }
-        );
-        let (response, outcome) = handle_counted(&post("wrong"), &config, &queue).await;
-        assert_eq!(response.status(), 401);
-        assert_eq!(outcome.refused, Some("unauthorized"));
-        queue.set_failing(true);
-        let (response, outcome) = handle_counted(&post("s3cret"), &config, &queue).await;
-        assert_eq!(response.status(), 503);
-        assert_eq!((outcome.refused, outcome.queued), (Some("queue_unavailable"), 0));
-        let verify = http::Request::builder()
-            .method("GET")
-            .header("x-okta-verification-challenge", "c")
-            .body(Body::Empty)
-            .unwrap();
-        let (_, outcome) = handle_counted(&verify, &config, &queue).await;
-        assert!(outcome.verification && outcome.refused.is_none());
-    }
-
     #[test]
     fn empty_documents_are_not_written() {
         let mut out = Vec::new();

@@ -188,3 +188,13 @@ pub struct BatchReport {
     pub converged: usize,
     pub okta_calls: u64,
 }
+
+impl BatchReport {
+    /// Fails `message` for `reason` (its first reason is kept).
+    pub fn fail(&mut self, message: &str, reason: String) {
+        if !self.failures.contains_key(message) {
+            self.failed_messages.push(message.to_owned());
+            self.failures.insert(message.to_owned(), reason);
+        }
+    }
+}

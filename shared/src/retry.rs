@@ -1,4 +1,5 @@
-//! Retry timing shared by the Okta and Port clients.
+//! When to try a request again, and how long to wait first: the one classifier the Okta,
+//! Port and Okta token clients share.
 
 use std::time::Duration;
 
@@ -45,6 +46,61 @@ pub const RATE_LIMIT_BACKOFF: RetryPolicy = RetryPolicy {
     max_delay: Duration::from_secs(60),
 };
 
+/// 429s one request may wait out before giving up.
+pub const MAX_RATE_LIMIT_WAITS: u32 = 10;
+
+/// Statuses worth another try: a timeout, and the server errors that mean "not now"
+/// (not 501 or 505, which a retry cannot change). 429 is a rate limit, counted apart.
+pub fn is_transient(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 500 | 502 | 503 | 504)
+}
+
+/// One request's retry budget: failures (no answer, a broken-off answer, a transient
+/// status) and rate-limit waits are counted apart, each with its own bound.
+#[derive(Debug)]
+pub struct Attempts<'p> {
+    policy: &'p RetryPolicy,
+    failures: u32,
+    rate_limit_waits: u32,
+}
+
+impl<'p> Attempts<'p> {
+    pub fn new(policy: &'p RetryPolicy) -> Self {
+        Self {
+            policy,
+            failures: 0,
+            rate_limit_waits: 0,
+        }
+    }
+
+    /// Counts a failed attempt; the backoff before the next one, or `None` when the
+    /// request has had all its attempts.
+    pub fn after_failure(&mut self) -> Option<Duration> {
+        self.failures += 1;
+        (self.failures < self.policy.max_attempts).then(|| self.policy.backoff(self.failures))
+    }
+
+    /// Failed attempts so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Counts a 429; the number of waits so far, or `None` when the request may wait no more.
+    pub fn after_rate_limit(&mut self) -> Option<u32> {
+        self.rate_limit_waits += 1;
+        (self.rate_limit_waits <= MAX_RATE_LIMIT_WAITS).then_some(self.rate_limit_waits)
+    }
+
+    pub fn rate_limit_waits(&self) -> u32 {
+        self.rate_limit_waits
+    }
+
+    /// A wait the server asked for (or `fallback`), capped by the policy.
+    pub fn capped(&self, wait: Duration) -> Duration {
+        wait.min(self.policy.max_delay)
+    }
+}
+
 /// `Retry-After` in seconds or as an HTTP date, when the answer has one.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
@@ -62,6 +118,26 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_are_bounded_apart() {
+        let policy = RetryPolicy::default();
+        let mut attempts = Attempts::new(&policy);
+        for _ in 0..MAX_RATE_LIMIT_WAITS {
+            assert!(attempts.after_rate_limit().is_some());
+        }
+        assert_eq!(attempts.after_rate_limit(), None);
+        // 429s do not spend the failures' budget: five sends in all, so four retries.
+        assert_eq!((0..10).filter_map(|_| attempts.after_failure()).count(), 4);
+        assert!(
+            is_transient(reqwest::StatusCode::BAD_GATEWAY)
+                && is_transient(reqwest::StatusCode::REQUEST_TIMEOUT)
+        );
+        assert!(
+            !is_transient(reqwest::StatusCode::NOT_IMPLEMENTED)
+                && !is_transient(reqwest::StatusCode::CONFLICT)
+        );
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

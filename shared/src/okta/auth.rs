@@ -41,13 +41,27 @@ use url::Url;
 use super::OktaError;
 use crate::config::{OktaConfig, ServiceAppConfig};
 use crate::keys::{ClientKey, KindName};
+use crate::retry::{Attempts, RetryPolicy, is_transient};
 
-/// Token requests one credential fetch may make: the first, and one retry with the DPoP
-/// nonce Okta asked for (plus one more in case the nonce rotated in between). A nonce that
-/// keeps changing past this is an error, not a loop.
+/// Token requests one credential fetch may make for Okta's DPoP nonce: the first, and one
+/// retry with the nonce Okta asked for (plus one more in case the nonce rotated in
+/// between). A nonce that keeps changing past this is an error, not a loop. (Transport
+/// failures and transient statuses are retried apart, within the client's retry policy.)
 pub const MAX_TOKEN_ATTEMPTS: u32 = 3;
 /// Lifetime of a client assertion (Okta accepts up to an hour; keep it short).
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(300);
+/// The error after Okta asked for a new DPoP nonce on every one of our token requests.
+fn nonce_keeps_changing(endpoint: String, last: OktaError) -> OktaError {
+    OktaError::Auth {
+        status: 400,
+        endpoint,
+        error: "use_dpop_nonce".into(),
+        description: format!(
+            "Okta still asked for a new DPoP nonce after {MAX_TOKEN_ATTEMPTS} token requests; giving up ({last})"
+        ),
+    }
+}
+
 /// Renew a token this long before it expires, at most (a tenth of its life for short ones).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
@@ -92,7 +106,10 @@ impl OktaAuth {
                     .join("/oauth2/v1/token")
                     .map_err(|e| OktaError::Credentials(format!("token URL: {e}")))?;
                 Ok(OktaAuth::ServiceApp(Box::new(ServiceApp::new(
-                    app, token_url, http,
+                    app,
+                    token_url,
+                    http,
+                    config.retry.clone(),
                 )?)))
             }
             None => {
@@ -229,6 +246,8 @@ struct CachedToken {
 /// An OAuth 2.0 service app's credentials and token cache.
 pub struct ServiceApp {
     http: reqwest::Client,
+    /// The retry budget of a token request (transport failures, transient statuses).
+    retry: RetryPolicy,
     token_url: Url,
     client_id: String,
     key_id: String,
@@ -250,11 +269,17 @@ pub struct ServiceApp {
 }
 
 impl ServiceApp {
-    fn new(config: &ServiceAppConfig, token_url: Url, http: reqwest::Client) -> Result<Self, OktaError> {
+    fn new(
+        config: &ServiceAppConfig,
+        token_url: Url,
+        http: reqwest::Client,
+        retry: RetryPolicy,
+    ) -> Result<Self, OktaError> {
         let key = ClientKey::parse(config.private_key.expose_secret())
             .map_err(|reason| OktaError::Credentials(format!("OKTA_PRIVATE_KEY: {reason}")))?;
         Ok(Self {
             http,
+            retry,
             token_url,
             client_id: config.client_id.clone(),
             key_id: config.key_id.clone(),
@@ -344,8 +369,98 @@ impl ServiceApp {
     }
 
     /// Client credentials with `private_key_jwt` and a DPoP proof, answering
-    /// `use_dpop_nonce` with the nonce Okta sends (bounded).
+    /// `use_dpop_nonce` with the nonce Okta sends (bounded). Transport failures and
+    /// transient statuses are retried like any Okta call, each try with a new assertion
+    /// and proof (Okta refuses a replayed `jti`).
     async fn request_token(&self) -> Result<CachedToken, OktaError> {
+        let endpoint = self.token_url.path().to_owned();
+        let mut attempts = Attempts::new(&self.retry);
+        let mut nonce_requests = 0;
+        loop {
+            let (status, headers, body) = match self.post_token().await? {
+                Ok(answer) => answer,
+                Err(e) => match attempts.after_failure() {
+                    Some(wait) => {
+                        tracing::warn!(endpoint, error = %e.without_url(), "token request failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    None => {
+                        return Err(OktaError::Transport {
+                            endpoint,
+                            message: e.without_url().to_string(),
+                        });
+                    }
+                },
+            };
+            if let Some(new_nonce) = dpop_nonce(&headers) {
+                *self.nonce.lock().unwrap_or_else(|e| e.into_inner()) = Some(new_nonce);
+            }
+            if status.is_success() {
+                return self.accept_token(&body, &endpoint);
+            }
+            let error = token_error(status, &endpoint, &body);
+            if is_transient(status)
+                && let Some(wait) = attempts.after_failure()
+            {
+                tracing::warn!(%error, "token request failed; retrying");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let asks_nonce = status == StatusCode::BAD_REQUEST
+                && matches!(&error, OktaError::Auth { error, .. } if error == "use_dpop_nonce")
+                && dpop_nonce(&headers).is_some();
+            nonce_requests += 1;
+            if asks_nonce && nonce_requests < MAX_TOKEN_ATTEMPTS {
+                tracing::debug!("Okta asked for a DPoP nonce; retrying the token request with it");
+                continue;
+            }
+            let error = if asks_nonce {
+                nonce_keeps_changing(endpoint, error)
+            } else {
+                error
+            };
+            tracing::warn!(%error, "Okta refused the access token request");
+            return Err(error);
+        }
+    }
+
+    /// One token request, with a new client assertion and DPoP proof. The outer error is
+    /// ours (signing), the inner one the exchange's.
+    async fn post_token(
+        &self,
+    ) -> Result<Result<(StatusCode, HeaderMap, bytes::Bytes), reqwest::Error>, OktaError> {
+        let nonce = self.nonce.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let proof = self
+            .dpop
+            .proof(&Method::POST, &htu(&self.token_url), nonce.as_deref(), None)?;
+        let assertion = self.client_assertion()?;
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("scope", &self.scopes)
+            .append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE)
+            .append_pair("client_assertion", &assertion)
+            .finish();
+        self.token_requests.fetch_add(1, Ordering::Relaxed);
+        let sent = self
+            .http
+            .post(self.token_url.clone())
+            .header("DPoP", proof)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await;
+        Ok(match sent {
+            Ok(response) => {
+                let (status, headers) = (response.status(), response.headers().clone());
+                response.bytes().await.map(|body| (status, headers, body))
+            }
+            Err(e) => Err(e),
+        })
+    }
+
+    fn accept_token(&self, body: &[u8], endpoint: &str) -> Result<CachedToken, OktaError> {
         #[derive(Deserialize)]
         struct TokenResponse {
             access_token: String,
@@ -353,81 +468,17 @@ impl ServiceApp {
             expires_in: Option<u64>,
             scope: Option<String>,
         }
-        let endpoint = self.token_url.path().to_owned();
-        let htu = htu(&self.token_url);
-        let mut last_error = None;
-        for attempt in 1..=MAX_TOKEN_ATTEMPTS {
-            let nonce = self.nonce.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let proof = self.dpop.proof(&Method::POST, &htu, nonce.as_deref(), None)?;
-            let assertion = self.client_assertion()?;
-            let form = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("grant_type", "client_credentials")
-                .append_pair("scope", &self.scopes)
-                .append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE)
-                .append_pair("client_assertion", &assertion)
-                .finish();
-            self.token_requests.fetch_add(1, Ordering::Relaxed);
-            let response = self
-                .http
-                .post(self.token_url.clone())
-                .header("DPoP", proof)
-                .header(reqwest::header::ACCEPT, "application/json")
-                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(form)
-                .send()
-                .await
-                .map_err(|e| OktaError::Transport {
-                    endpoint: endpoint.clone(),
-                    message: e.without_url().to_string(),
-                })?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(|e| OktaError::Transport {
-                endpoint: endpoint.clone(),
-                message: e.without_url().to_string(),
-            })?;
-            if let Some(new_nonce) = dpop_nonce(&headers) {
-                *self.nonce.lock().unwrap_or_else(|e| e.into_inner()) = Some(new_nonce);
-            }
-            if status.is_success() {
-                let token: TokenResponse =
-                    serde_json::from_slice(&body).map_err(|_| OktaError::InvalidResponse {
-                        endpoint: endpoint.clone(),
-                        message: "the token response is not the expected JSON".into(),
-                    })?;
-                return self.cache(
-                    token.access_token,
-                    &token.token_type,
-                    token.expires_in,
-                    token.scope,
-                    &endpoint,
-                );
-            }
-            let error = token_error(status, &endpoint, &body);
-            let retry_with_nonce = status == StatusCode::BAD_REQUEST
-                && matches!(&error, OktaError::Auth { error, .. } if error == "use_dpop_nonce")
-                && dpop_nonce(&headers).is_some();
-            if !retry_with_nonce {
-                tracing::warn!(%error, "Okta refused the access token request");
-                return Err(error);
-            }
-            tracing::debug!(
-                attempt,
-                "Okta asked for a DPoP nonce; retrying the token request with it"
-            );
-            last_error = Some(error);
-        }
-        let error = OktaError::Auth {
-            status: 400,
+        let token: TokenResponse = serde_json::from_slice(body).map_err(|_| OktaError::InvalidResponse {
+            endpoint: endpoint.to_owned(),
+            message: "the token response is not the expected JSON".into(),
+        })?;
+        self.cache(
+            token.access_token,
+            &token.token_type,
+            token.expires_in,
+            token.scope,
             endpoint,
-            error: "use_dpop_nonce".into(),
-            description: format!(
-                "Okta still asked for a new DPoP nonce after {MAX_TOKEN_ATTEMPTS} token requests; giving up ({})",
-                last_error.map(|e| e.to_string()).unwrap_or_default()
-            ),
-        };
-        tracing::warn!(%error, "Okta refused the access token request");
-        Err(error)
+        )
     }
 
     fn cache(

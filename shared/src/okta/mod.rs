@@ -18,11 +18,12 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use url::Url;
 
-pub use auth::OktaAuth;
+pub use auth::{OktaAuth, RequestAuth};
 pub use ratelimit::{Budget, RateLimiter, bucket_of};
 
 use crate::config::OktaConfig;
 use crate::report::ApiStats;
+use crate::retry::Attempts;
 
 /// Page maxima per listing endpoint: we always ask for the maximum (fewest calls).
 pub const USERS_PAGE: u32 = 200;
@@ -30,9 +31,6 @@ pub const GROUPS_PAGE: u32 = 10_000;
 pub const GROUP_USERS_PAGE: u32 = 1_000;
 pub const APPS_PAGE: u32 = 200;
 pub const APP_USERS_PAGE: u32 = 500;
-
-/// 429s one request may wait out before giving up.
-const MAX_RATE_LIMIT_WAITS: u32 = 10;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OktaError {
@@ -248,8 +246,9 @@ impl Client {
         self.send_request(Method::GET, url, None).await
     }
 
-    /// One request with throttling, bounded concurrency and retries. Server errors are
-    /// retried for reads and idempotent writes only: a retried create could create twice.
+    /// One request with throttling, bounded concurrency and retries. Failures are retried
+    /// for reads and idempotent writes only: a retried create could create twice (Okta may
+    /// have acted on a write whose answer broke off).
     async fn send_request(
         &self,
         method: Method,
@@ -257,134 +256,160 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<(bytes::Bytes, HeaderMap), OktaError> {
         let inner = &self.inner;
-        let retry_server_errors = method != Method::POST || url.path().contains("/lifecycle/");
+        let idempotent = method != Method::POST || url.path().contains("/lifecycle/");
         let endpoint = url.path().to_owned();
-        let bucket = bucket_of(&endpoint);
-        let mut failures = 0u32;
-        let mut rate_limit_waits = 0u32;
+        let mut attempts = Attempts::new(&inner.retry);
         // A 401 with a service-app token gets one new token, not a retry storm.
         let mut refreshed = false;
         loop {
             // Before the throttles: a token request must not hold a rate-limit slot.
             let credentials = inner.auth.authorize(&method, &url).await?;
-            inner.limiter.acquire(bucket).await;
-            let permit = inner.in_flight.acquire().await.expect("semaphore never closed");
-            inner.calls.fetch_add(1, Ordering::Relaxed);
-            let mut request = inner
-                .http
-                .request(method.clone(), url.clone())
-                .header(AUTHORIZATION, credentials.authorization)
-                .header(ACCEPT, "application/json");
-            if let Some(proof) = credentials.dpop {
-                request = request.header("DPoP", proof);
-            }
-            if method != Method::GET {
-                // Okta's front end answers 411 to a write without a length, and an empty
-                // body alone does not make the HTTP client send one: say it explicitly.
-                let body = body.clone().unwrap_or_default();
-                request = request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .header(reqwest::header::CONTENT_LENGTH, body.len())
-                    .body(body);
-            }
-            let result = request.send().await;
-            let response = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    drop(permit);
-                    inner.limiter.release(bucket, None);
-                    failures += 1;
-                    if failures < inner.retry.max_attempts && retry_server_errors {
-                        tracing::warn!(endpoint, error = %e.without_url(), attempt = failures, "Okta request failed; retrying");
-                        tokio::time::sleep(inner.retry.backoff(failures)).await;
+            let generation = credentials.generation;
+            let (status, headers, answer) = match self
+                .exchange(&method, &url, body.as_deref(), credentials)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(e) => match attempts.after_failure().filter(|_| idempotent) {
+                    Some(wait) => {
+                        tracing::warn!(endpoint, error = %e.without_url(), attempt = attempts.failures(), "Okta request failed; retrying");
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
-                    return Err(OktaError::Transport {
-                        endpoint,
-                        message: e.without_url().to_string(),
-                    });
-                }
-            };
-            let status = response.status();
-            let headers = response.headers().clone();
-            inner.limiter.release(bucket, Budget::from_headers(&headers));
-            let body = response.bytes().await;
-            drop(permit);
-            let body = match body {
-                Ok(b) => b,
-                Err(e) => {
-                    failures += 1;
-                    // Okta may have acted on a write whose answer broke off: a create is
-                    // never sent twice, whatever happened to its answer.
-                    if failures < inner.retry.max_attempts && retry_server_errors {
-                        tracing::warn!(endpoint, error = %e.without_url(), attempt = failures, "Okta answer broke off; retrying");
-                        tokio::time::sleep(inner.retry.backoff(failures)).await;
-                        continue;
+                    None => {
+                        return Err(OktaError::Transport {
+                            endpoint,
+                            message: e.without_url().to_string(),
+                        });
                     }
-                    return Err(OktaError::Transport {
-                        endpoint,
-                        message: e.without_url().to_string(),
-                    });
-                }
+                },
             };
             if status.is_success() {
-                return Ok((body, headers));
+                return Ok((answer, headers));
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
-                inner.rate_limited.fetch_add(1, Ordering::Relaxed);
-                rate_limit_waits += 1;
-                if rate_limit_waits <= MAX_RATE_LIMIT_WAITS {
-                    if Budget::from_headers(&headers).is_some() {
-                        // The limiter now knows the bucket is spent and waits for its reset.
-                        tracing::warn!(endpoint, "Okta answered 429; waiting for the rate-limit reset");
-                    } else {
-                        // A 429 that says nothing of the window (a proxy, the concurrency
-                        // limit): Retry-After if given, else back off exponentially.
-                        let wait = crate::retry::retry_after(&headers)
-                            .unwrap_or_else(|| crate::retry::RATE_LIMIT_BACKOFF.backoff(rate_limit_waits))
-                            .min(inner.retry.max_delay);
-                        tracing::warn!(
-                            endpoint,
-                            wait_ms = wait.as_millis() as u64,
-                            "Okta answered 429 without rate-limit headers; backing off"
-                        );
-                        inner.limiter.record_wait(wait);
-                        crate::progress::rate_limit_wait("okta", wait.as_millis() as u64);
-                        tokio::time::sleep(wait).await;
-                    }
-                    continue;
-                }
-                return Err(OktaError::RateLimited {
-                    endpoint,
-                    waits: rate_limit_waits,
-                });
+                self.wait_out_rate_limit(&endpoint, &headers, &mut attempts)
+                    .await?;
+                continue;
             }
             if status == StatusCode::UNAUTHORIZED && inner.auth.refreshable() && !refreshed {
                 refreshed = true;
-                inner.auth.invalidate(credentials.generation).await;
+                inner.auth.invalidate(generation).await;
                 continue;
             }
-            let mut error = api_error(status, &endpoint, &body, &headers);
-            if status == StatusCode::FORBIDDEN
-                && let OktaError::Api { summary, .. } = &mut error
+            let error = api_error_with_hint(&method, status, &endpoint, &answer, &headers);
+            if crate::retry::is_transient(status)
+                && idempotent
+                && let Some(wait) = attempts.after_failure()
             {
-                let scope = scope_for(&method, &endpoint);
-                summary.push_str(&format!(
-                    " (this call needs the {scope} scope for a service app, and an admin role \
-                     that may read it for either kind of credential)"
-                ));
-            }
-            if status.is_server_error() && retry_server_errors {
-                failures += 1;
-                if failures < inner.retry.max_attempts {
-                    tracing::warn!(%error, attempt = failures, "Okta server error; retrying");
-                    tokio::time::sleep(inner.retry.backoff(failures)).await;
-                    continue;
-                }
+                tracing::warn!(%error, attempt = attempts.failures(), "Okta server error; retrying");
+                tokio::time::sleep(wait).await;
+                continue;
             }
             return Err(error);
         }
     }
+
+    /// One HTTP exchange, under its bucket's throttle and the concurrency limit.
+    async fn exchange(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        credentials: RequestAuth,
+    ) -> Result<(StatusCode, HeaderMap, bytes::Bytes), reqwest::Error> {
+        let inner = &self.inner;
+        let bucket = bucket_of(url.path());
+        inner.limiter.acquire(bucket).await;
+        let _permit = inner.in_flight.acquire().await.expect("semaphore never closed");
+        inner.calls.fetch_add(1, Ordering::Relaxed);
+        let mut request = inner
+            .http
+            .request(method.clone(), url.clone())
+            .header(AUTHORIZATION, credentials.authorization)
+            .header(ACCEPT, "application/json");
+        if let Some(proof) = credentials.dpop {
+            request = request.header("DPoP", proof);
+        }
+        if *method != Method::GET {
+            // Okta's front end answers 411 to a write without a length, and an empty body
+            // alone does not make the HTTP client send one: say it explicitly.
+            let body = body.unwrap_or_default().to_vec();
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_LENGTH, body.len())
+                .body(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                inner.limiter.release(bucket, None);
+                return Err(e);
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        inner.limiter.release(bucket, Budget::from_headers(&headers));
+        let body = response.bytes().await?;
+        Ok((status, headers, body))
+    }
+
+    /// A 429: with Okta's rate-limit headers the limiter now knows the bucket is spent and
+    /// waits for its reset; without them (a proxy, the concurrency limit) Retry-After if
+    /// given, else an exponential backoff. Bounded per request.
+    async fn wait_out_rate_limit(
+        &self,
+        endpoint: &str,
+        headers: &HeaderMap,
+        attempts: &mut Attempts<'_>,
+    ) -> Result<(), OktaError> {
+        let inner = &self.inner;
+        inner.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let Some(waits) = attempts.after_rate_limit() else {
+            return Err(OktaError::RateLimited {
+                endpoint: endpoint.to_owned(),
+                waits: attempts.rate_limit_waits(),
+            });
+        };
+        if Budget::from_headers(headers).is_some() {
+            tracing::warn!(endpoint, "Okta answered 429; waiting for the rate-limit reset");
+            return Ok(());
+        }
+        let wait = attempts.capped(
+            crate::retry::retry_after(headers)
+                .unwrap_or_else(|| crate::retry::RATE_LIMIT_BACKOFF.backoff(waits)),
+        );
+        tracing::warn!(
+            endpoint,
+            wait_ms = wait.as_millis() as u64,
+            "Okta answered 429 without rate-limit headers; backing off"
+        );
+        inner.limiter.record_wait(wait);
+        crate::progress::rate_limit_wait("okta", wait.as_millis() as u64);
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
+/// `api_error`, and for a 403 the scope and role the call needs.
+fn api_error_with_hint(
+    method: &Method,
+    status: StatusCode,
+    endpoint: &str,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> OktaError {
+    let mut error = api_error(status, endpoint, body, headers);
+    if status == StatusCode::FORBIDDEN
+        && let OktaError::Api { summary, .. } = &mut error
+    {
+        let scope = scope_for(method, endpoint);
+        summary.push_str(&format!(
+            " (this call needs the {scope} scope for a service app, and an admin role \
+             that may read it for either kind of credential)"
+        ));
+    }
+    error
 }
 
 #[async_trait]

@@ -20,12 +20,10 @@ use super::{
 };
 use crate::config::PortConfig;
 use crate::report::{ApiStats, Failure};
-use crate::retry::RetryPolicy;
+use crate::retry::{Attempts, RetryPolicy};
 
 /// Room left in a bulk body for the `{"entities":[…]}` envelope.
 const ENVELOPE_BYTES: usize = 64;
-/// 429s one request may wait out before giving up.
-const MAX_RATE_LIMIT_WAITS: u32 = 10;
 /// Page size of the entity search (Port's maximum).
 const SEARCH_PAGE: u32 = 1000;
 
@@ -208,6 +206,9 @@ impl Client {
         }
     }
 
+    /// Sends one request, retrying transport failures and transient statuses (backoff or
+    /// the server's wait) and waiting out 429s, each within its bound. The final answer,
+    /// whatever its status, is the caller's to interpret.
     async fn send_with_retries(
         &self,
         method: Method,
@@ -217,81 +218,82 @@ impl Client {
         token: Option<&str>,
     ) -> Result<(StatusCode, HeaderMap, Bytes), PortError> {
         let inner = &self.inner;
-        let mut failures = 0u32;
-        let mut rate_limit_waits = 0u32;
+        let mut attempts = Attempts::new(&inner.retry);
         loop {
-            inner.calls.fetch_add(1, Ordering::Relaxed);
-            let mut request = inner
-                .http
-                .request(method.clone(), url.clone())
-                .header(CONTENT_TYPE, "application/json");
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            if let Some(body) = &body {
-                request = request.body(body.clone());
-            }
-            let result = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    response.bytes().await.map(|b| (status, headers, b))
-                }
-                Err(e) => Err(e),
-            };
-            let wait = match result {
-                Err(e) => {
-                    failures += 1;
-                    if failures >= inner.retry.max_attempts {
+            let (status, headers, bytes) = match self.exchange(&method, &url, body.as_ref(), token).await {
+                Ok(answer) => answer,
+                Err(e) => match attempts.after_failure() {
+                    Some(wait) => {
+                        tracing::warn!(route, error = %e.without_url(), attempt = attempts.failures(), "Port request failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    None => {
                         return Err(PortError::Transport {
                             route: route.into(),
                             message: e.without_url().to_string(),
                         });
                     }
-                    tracing::warn!(route, error = %e.without_url(), attempt = failures, "Port request failed; retrying");
-                    inner.retry.backoff(failures)
-                }
-                Ok((status, headers, bytes)) => match status.as_u16() {
-                    429 => {
-                        inner.rate_limited.fetch_add(1, Ordering::Relaxed);
-                        rate_limit_waits += 1;
-                        if rate_limit_waits > MAX_RATE_LIMIT_WAITS {
-                            return Ok((status, headers, bytes));
-                        }
-                        let wait = server_wait(&headers, true)
-                            .unwrap_or_else(|| inner.retry.backoff(rate_limit_waits))
-                            .min(inner.retry.max_delay);
-                        inner
-                            .waited_ms
-                            .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
-                        tracing::warn!(
-                            route,
-                            wait_ms = wait.as_millis() as u64,
-                            "Port answered 429; waiting"
-                        );
-                        crate::progress::rate_limit_wait("port", wait.as_millis() as u64);
-                        wait
-                    }
-                    408 | 500 | 502 | 503 | 504 => {
-                        failures += 1;
-                        if failures >= inner.retry.max_attempts {
-                            return Ok((status, headers, bytes));
-                        }
-                        tracing::warn!(
-                            route,
-                            status = status.as_u16(),
-                            attempt = failures,
-                            "Port unavailable; retrying"
-                        );
-                        server_wait(&headers, false)
-                            .unwrap_or_else(|| inner.retry.backoff(failures))
-                            .min(inner.retry.max_delay)
-                    }
-                    _ => return Ok((status, headers, bytes)),
                 },
+            };
+            let wait = if status == StatusCode::TOO_MANY_REQUESTS {
+                inner.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let Some(waits) = attempts.after_rate_limit() else {
+                    return Ok((status, headers, bytes));
+                };
+                let wait = attempts
+                    .capped(server_wait(&headers, true).unwrap_or_else(|| inner.retry.backoff(waits)));
+                inner
+                    .waited_ms
+                    .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    route,
+                    wait_ms = wait.as_millis() as u64,
+                    "Port answered 429; waiting"
+                );
+                crate::progress::rate_limit_wait("port", wait.as_millis() as u64);
+                wait
+            } else if crate::retry::is_transient(status) {
+                let Some(backoff) = attempts.after_failure() else {
+                    return Ok((status, headers, bytes));
+                };
+                tracing::warn!(
+                    route,
+                    status = status.as_u16(),
+                    attempt = attempts.failures(),
+                    "Port unavailable; retrying"
+                );
+                attempts.capped(server_wait(&headers, false).unwrap_or(backoff))
+            } else {
+                return Ok((status, headers, bytes));
             };
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// One HTTP exchange, counted.
+    async fn exchange(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Bytes>,
+        token: Option<&str>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), reqwest::Error> {
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        let mut request = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.body(body.clone());
+        }
+        let response = request.send().await?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        Ok((status, headers, response.bytes().await?))
     }
 
     /// Turns a non-success answer into a `PortError`.
