@@ -136,90 +136,17 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &'static str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let mut problems = Problems::default();
-        let required = |name: &'static str| var(name).ok_or(ConfigError::Missing(name));
-
-        let base_url = problems.check(required("OKTA_DOMAIN").and_then(|d| okta_base_url(&d)));
-        let credentials = problems.check(okta_credentials(&var));
-        let max_in_flight = problems.check(
-            parse_or(var("OKTA_MAX_IN_FLIGHT"), "OKTA_MAX_IN_FLIGHT", 8usize).and_then(|n| {
-                if (1..=50).contains(&n) {
-                    Ok(n)
-                } else {
-                    Err(ConfigError::Invalid {
-                        var: "OKTA_MAX_IN_FLIGHT",
-                        reason: "must be between 1 and 50 (Okta allows 75 in flight for the whole org)"
-                            .into(),
-                    })
-                }
-            }),
-        );
-
-        let installation_id = var("INSTALLATION_ID").unwrap_or_else(|| DEFAULT_INSTALLATION_ID.into());
-        problems.check(validate_installation_id(&installation_id));
-        let api_url = var("PORT_API_URL").unwrap_or_else(|| DEFAULT_PORT_API_URL.into());
-        let api_url = problems.check(parse_url(&api_url, "PORT_API_URL"));
-        let port_client_id = problems.check(required("PORT_CLIENT_ID"));
-        let port_client_secret = problems.check(required("PORT_CLIENT_SECRET"));
-        let max_concurrency = problems.check(parse_or(
-            var("PORT_MAX_CONCURRENCY"),
-            "PORT_MAX_CONCURRENCY",
-            5usize,
-        ));
-
-        let deletion_threshold = problems.check(
-            parse_or(var("DELETION_THRESHOLD"), "DELETION_THRESHOLD", 0.5f64).and_then(|share| {
-                if (0.0..=1.0).contains(&share) {
-                    Ok(share)
-                } else {
-                    Err(ConfigError::Invalid {
-                        var: "DELETION_THRESHOLD",
-                        reason: "must be a share between 0 and 1".into(),
-                    })
-                }
-            }),
-        );
-        let allow_mass_deletion =
-            problems.check(parse_bool(var("ALLOW_MASS_DELETION"), "ALLOW_MASS_DELETION"));
+        let okta = okta_config(&var, &mut problems);
+        let port = port_config(&var, &mut problems);
+        let resync = resync_options(&var, &mut problems);
         problems.into_result()?;
-
-        // `into_result` returned Ok: every value above is Some.
-        let (Some(base_url), Some((api_token, service_app)), Some(max_in_flight)) =
-            (base_url, credentials, max_in_flight)
-        else {
-            unreachable!("no problem was recorded")
-        };
-        let (Some(api_url), Some(client_id), Some(client_secret), Some(max_concurrency)) =
-            (api_url, port_client_id, port_client_secret, max_concurrency)
-        else {
-            unreachable!("no problem was recorded")
-        };
-        let (Some(deletion_threshold), Some(allow_mass_deletion)) = (deletion_threshold, allow_mass_deletion)
-        else {
-            unreachable!("no problem was recorded")
+        let (Some(okta), Some(port), Some(resync)) = (okta, port, resync) else {
+            unreachable!("each part is Some when no problem was recorded")
         };
         Ok(Self {
-            okta: OktaConfig {
-                base_url,
-                api_token,
-                service_app,
-                max_in_flight,
-                retry: RetryPolicy::default(),
-                timeout: Duration::from_secs(30),
-            },
-            port: PortConfig {
-                api_url,
-                client_id,
-                client_secret: SecretString::from(client_secret),
-                installation_id,
-                max_concurrency: max_concurrency.max(1),
-                retry: RetryPolicy::default(),
-                timeout: Duration::from_secs(60),
-            },
-            resync: ResyncOptions {
-                deletion_threshold,
-                allow_mass_deletion,
-                ..ResyncOptions::default()
-            },
+            okta,
+            port,
+            resync,
             hook: HookConfig {
                 url: var("WEBHOOK_URL"),
                 secret: get("OKTA_WEBHOOK_SECRET")
@@ -230,6 +157,89 @@ impl Config {
             mapping: crate::mapping::config::ConfigSource::from_lookup(&get),
         })
     }
+}
+
+/// A variable's trimmed, non-empty value.
+type Var<'a> = &'a dyn Fn(&'static str) -> Option<String>;
+
+/// `OKTA_*`: the org, its credentials, the requests in flight. `None` when a problem
+/// was recorded.
+fn okta_config(var: Var<'_>, problems: &mut Problems) -> Option<OktaConfig> {
+    let base_url = problems.check(
+        var("OKTA_DOMAIN")
+            .ok_or(ConfigError::Missing("OKTA_DOMAIN"))
+            .and_then(|d| okta_base_url(&d)),
+    );
+    let credentials = problems.check(okta_credentials(var));
+    let max_in_flight = problems.check(
+        parse_or(var("OKTA_MAX_IN_FLIGHT"), "OKTA_MAX_IN_FLIGHT", 8usize).and_then(|n| {
+            if (1..=50).contains(&n) {
+                Ok(n)
+            } else {
+                Err(ConfigError::Invalid {
+                    var: "OKTA_MAX_IN_FLIGHT",
+                    reason: "must be between 1 and 50 (Okta allows 75 in flight for the whole org)".into(),
+                })
+            }
+        }),
+    );
+    let (api_token, service_app) = credentials?;
+    Some(OktaConfig {
+        base_url: base_url?,
+        api_token,
+        service_app,
+        max_in_flight: max_in_flight?,
+        retry: RetryPolicy::default(),
+        timeout: Duration::from_secs(30),
+    })
+}
+
+/// `PORT_*` and `INSTALLATION_ID`. `None` when a problem was recorded.
+fn port_config(var: Var<'_>, problems: &mut Problems) -> Option<PortConfig> {
+    let required = |name: &'static str| var(name).ok_or(ConfigError::Missing(name));
+    let installation_id = var("INSTALLATION_ID").unwrap_or_else(|| DEFAULT_INSTALLATION_ID.into());
+    let valid_id = problems.check(validate_installation_id(&installation_id));
+    let api_url = var("PORT_API_URL").unwrap_or_else(|| DEFAULT_PORT_API_URL.into());
+    let api_url = problems.check(parse_url(&api_url, "PORT_API_URL"));
+    let client_id = problems.check(required("PORT_CLIENT_ID"));
+    let client_secret = problems.check(required("PORT_CLIENT_SECRET"));
+    let max_concurrency = problems.check(parse_or(
+        var("PORT_MAX_CONCURRENCY"),
+        "PORT_MAX_CONCURRENCY",
+        5usize,
+    ));
+    valid_id?;
+    Some(PortConfig {
+        api_url: api_url?,
+        client_id: client_id?,
+        client_secret: SecretString::from(client_secret?),
+        installation_id,
+        max_concurrency: max_concurrency?.max(1),
+        retry: RetryPolicy::default(),
+        timeout: Duration::from_secs(60),
+    })
+}
+
+/// `DELETION_THRESHOLD` and `ALLOW_MASS_DELETION`. `None` when a problem was recorded.
+fn resync_options(var: Var<'_>, problems: &mut Problems) -> Option<ResyncOptions> {
+    let deletion_threshold = problems.check(
+        parse_or(var("DELETION_THRESHOLD"), "DELETION_THRESHOLD", 0.5f64).and_then(|share| {
+            if (0.0..=1.0).contains(&share) {
+                Ok(share)
+            } else {
+                Err(ConfigError::Invalid {
+                    var: "DELETION_THRESHOLD",
+                    reason: "must be a share between 0 and 1".into(),
+                })
+            }
+        }),
+    );
+    let allow_mass_deletion = problems.check(parse_bool(var("ALLOW_MASS_DELETION"), "ALLOW_MASS_DELETION"));
+    Some(ResyncOptions {
+        deletion_threshold: deletion_threshold?,
+        allow_mass_deletion: allow_mass_deletion?,
+        ..ResyncOptions::default()
+    })
 }
 
 /// The configuration problems found so far: all of them are reported together.
@@ -263,9 +273,7 @@ impl Problems {
 }
 
 /// The SSWS token or the service app: exactly one of them.
-fn okta_credentials(
-    var: &dyn Fn(&'static str) -> Option<String>,
-) -> Result<(SecretString, Option<ServiceAppConfig>), ConfigError> {
+fn okta_credentials(var: Var<'_>) -> Result<(SecretString, Option<ServiceAppConfig>), ConfigError> {
     const APP_VARS: [&str; 3] = ["OKTA_CLIENT_ID", "OKTA_PRIVATE_KEY", "OKTA_KEY_ID"];
     let token = var("OKTA_API_TOKEN");
     let app_set = APP_VARS.iter().any(|name| var(name).is_some());

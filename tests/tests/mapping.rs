@@ -67,7 +67,7 @@ fn jq(yaml: &str) -> JqMapping {
 #[test]
 fn the_builtin_configuration_maps_exactly_like_the_handwritten_mapping() {
     let builtin = JqMapping::builtin();
-    assert!(builtin.is_builtin());
+    assert!(builtin.builtin_shape());
     assert_eq!(builtin.blueprints(), DefaultMapping.blueprints());
     assert_eq!(builtin.blueprint_ids(), DefaultMapping.blueprint_ids());
     for seed in [7, 8] {

@@ -73,75 +73,86 @@ async fn main() -> ExitCode {
             allow_mass_deletion,
             json,
         } => {
-            match app
-                .resync(RunOverrides {
-                    dry_run,
-                    allow_mass_deletion,
-                })
-                .await
-            {
-                Ok(report) => {
-                    okta_port::status_line::clear();
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&report).expect("report serializes")
-                        );
-                    } else {
-                        print!("{}", report.to_text());
-                    }
-                    if report.is_success() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e @ okta_port::sync::SyncError::Configuration(_)) => {
-                    okta_port::status_line::clear();
-                    eprintln!("okta-port: resync refused before writing anything: {e}");
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    okta_port::status_line::clear();
-                    eprintln!("okta-port: resync failed: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            let overrides = RunOverrides {
+                dry_run,
+                allow_mass_deletion,
+            };
+            resync(&app, overrides, json).await
         }
-        Command::EnsureHook { url, update_secret } => {
-            match app.ensure_hook_with(url.as_deref(), update_secret).await {
-                Ok(outcome) => {
-                    println!("{}", serde_json::to_string_pretty(&outcome).expect("serializes"));
-                    if !outcome.changed() {
-                        eprintln!("the event hook was already up to date");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e @ okta_port::app::HookSetupError::Config(_)) => {
-                    eprintln!("okta-port: {e}");
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    eprintln!("okta-port: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::EnsureHook { url, update_secret } => ensure_hook(&app, url.as_deref(), update_secret).await,
         Command::PutSecret { .. } => unreachable!("handled before the configuration is read"),
-        Command::Blueprints => match app.ensure_blueprints().await {
-            Ok(created) if created.is_empty() => {
-                println!("all blueprints exist");
-                ExitCode::SUCCESS
+        Command::Blueprints => blueprints(&app).await,
+    }
+}
+
+/// `resync`: the report on stdout (text or JSON); exit 1 when it lists failures, 2 when
+/// the mapping configuration cannot work.
+async fn resync(app: &App, overrides: RunOverrides, json: bool) -> ExitCode {
+    let result = app.resync(overrides).await;
+    okta_port::status_line::clear();
+    match result {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                );
+            } else {
+                print!("{}", report.to_text());
             }
-            Ok(created) => {
-                println!("created: {}", created.join(", "));
+            if report.is_success() {
                 ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("okta-port: {e}");
+            } else {
                 ExitCode::FAILURE
             }
-        },
+        }
+        Err(e @ okta_port::sync::SyncError::Configuration(_)) => {
+            eprintln!("okta-port: resync refused before writing anything: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("okta-port: resync failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ensure-hook`: what was done, as JSON; exit 2 on a configuration error.
+async fn ensure_hook(app: &App, url: Option<&str>, update_secret: bool) -> ExitCode {
+    match app.ensure_hook_with(url, update_secret).await {
+        Ok(outcome) => {
+            println!("{}", serde_json::to_string_pretty(&outcome).expect("serializes"));
+            if !outcome.changed() {
+                eprintln!("the event hook was already up to date");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ okta_port::app::HookSetupError::Config(_)) => {
+            eprintln!("okta-port: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("okta-port: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `blueprints`: creates the missing ones.
+async fn blueprints(app: &App) -> ExitCode {
+    match app.ensure_blueprints().await {
+        Ok(created) if created.is_empty() => {
+            println!("all blueprints exist");
+            ExitCode::SUCCESS
+        }
+        Ok(created) => {
+            println!("created: {}", created.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("okta-port: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -85,19 +85,13 @@ impl ConfigSource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppConfig {
-    #[serde(default = "yes")]
-    pub delete_dependent_entities: bool,
-    #[serde(default = "yes")]
-    pub create_missing_related_entities: bool,
-    #[serde(default = "yes")]
-    pub enable_merge_entity: bool,
+    /// Accepted for Ocean compatibility; okta-port's behaviour is fixed (see `fixed_behaviour`).
+    pub delete_dependent_entities: Option<bool>,
+    pub create_missing_related_entities: Option<bool>,
+    pub enable_merge_entity: Option<bool>,
     pub entity_deletion_threshold: Option<f64>,
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +139,36 @@ pub struct MappingsConfig {
 }
 
 impl AppConfig {
+    /// The Ocean settings okta-port does not take from the file, each with what okta-port
+    /// does instead: a file that asks otherwise is named in a warning, never silently.
+    fn warn_fixed_behaviour(&self, origin: &str) {
+        let fixed = [
+            (
+                "deleteDependentEntities",
+                self.delete_dependent_entities,
+                false,
+                "okta-port deletes without dependents: a deleted group never takes its members with it",
+            ),
+            (
+                "createMissingRelatedEntities",
+                self.create_missing_related_entities,
+                false,
+                "okta-port writes relation targets first and never creates placeholder entities",
+            ),
+            (
+                "enableMergeEntity",
+                self.enable_merge_entity,
+                true,
+                "okta-port always merges: a live update writes only what it knows",
+            ),
+        ];
+        for (field, set, ours, why) in fixed {
+            if set.is_some_and(|value| value != ours) {
+                tracing::warn!(origin, field, "{field}: {} is not honoured; {why}", !ours);
+            }
+        }
+    }
+
     pub fn parse(text: &str, origin: &str) -> Result<Self, MappingConfigError> {
         let config: AppConfig = serde_norway::from_str(text).map_err(|e| MappingConfigError::Yaml {
             origin: origin.to_owned(),
@@ -158,6 +182,7 @@ impl AppConfig {
                 message: format!("entityDeletionThreshold: {t} is not between 0 and 1"),
             });
         }
+        config.warn_fixed_behaviour(origin);
         if config.resources.is_empty() {
             return Err(MappingConfigError::Invalid {
                 origin: origin.to_owned(),

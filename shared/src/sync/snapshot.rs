@@ -26,12 +26,6 @@ pub struct Snapshot {
     pub errors: Vec<String>,
 }
 
-impl Snapshot {
-    pub fn is_complete(&self) -> bool {
-        self.errors.is_empty()
-    }
-}
-
 /// Reads the whole org with the fewest calls: users (plus the DEPROVISIONED search),
 /// groups and their members, apps and their users. Relations come from the group and app
 /// side, so there is no per-user call.

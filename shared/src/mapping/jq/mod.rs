@@ -8,21 +8,18 @@
 //! failed, or the live path did not refetch them), the fields whose expressions mention
 //! them are left out of the write, so a merge upsert keeps what Port has.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
 use jaq_json::{Num, Val};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::config::{AppConfig, ConfigSource, MappingConfigError, ResourceConfig};
-use super::{
-    APP_BLUEPRINT, DefaultMapping, GROUP_BLUEPRINT, Mapped, Mapping, MappingError, ObjectKind,
-    USER_BLUEPRINT, UserLinks,
-};
-use crate::domain::Entity;
+mod resource;
+
+use super::config::{AppConfig, ConfigSource, MappingConfigError};
+use super::{DefaultMapping, Mapped, Mapping, MappingError, ObjectKind, UserLinks};
 
 type D = data::JustLut<Val>;
 type JqFilter = jaq_core::compile::Filter<jaq_core::Native<D>>;
@@ -208,24 +205,6 @@ impl std::fmt::Debug for JqMapping {
     }
 }
 
-fn kind_of(kind: &str) -> Option<ObjectKind> {
-    match kind {
-        "okta-user" => Some(ObjectKind::User),
-        "okta-group" => Some(ObjectKind::Group),
-        "okta-application" => Some(ObjectKind::App),
-        _ => None,
-    }
-}
-
-/// Whether `blueprint`'s `relation` is a many-relation, when the blueprint is one of ours.
-fn default_relation_many(blueprint: &str, relation: &str) -> Option<bool> {
-    DefaultMapping
-        .blueprints()
-        .iter()
-        .find(|b| b["identifier"] == blueprint)
-        .and_then(|b| b["relations"][relation]["many"].as_bool())
-}
-
 impl JqMapping {
     /// The built-in default configuration.
     pub fn builtin() -> Self {
@@ -244,7 +223,7 @@ impl JqMapping {
         let config = AppConfig::parse(text, origin)?;
         let mut resources = Vec::new();
         for (index, resource) in config.resources.iter().enumerate() {
-            resources.push(Self::resource(index, resource, origin)?);
+            resources.push(Resource::from_config(index, resource, origin)?);
         }
         Ok(JqMapping {
             resources,
@@ -253,263 +232,22 @@ impl JqMapping {
         })
     }
 
-    fn resource(index: usize, r: &ResourceConfig, origin: &str) -> Result<Resource, MappingConfigError> {
-        let field_error = |(field, message): (String, String)| MappingConfigError::Field {
-            origin: origin.to_owned(),
-            index,
-            field,
-            message,
-        };
-        let kind = kind_of(&r.kind).ok_or_else(|| MappingConfigError::UnknownKind {
-            origin: origin.to_owned(),
-            index,
-            kind: r.kind.clone(),
-        })?;
-        if r.port.items_to_parse.is_some() {
-            return Err(field_error((
-                "port.itemsToParse".into(),
-                "not supported by okta-port (one Okta object is one entity)".into(),
-            )));
-        }
-        let selector = match r.selector.query.as_deref().map(str::trim) {
-            None | Some("true") => None,
-            Some(code) => {
-                let expr = Expr::new(code, "selector.query".into()).map_err(field_error)?;
-                // A selector that cannot yield a boolean is refused now; one that depends on
-                // the object fails that object at evaluation.
-                let probe = expr.run(&Val::obj(Default::default()));
-                if let Ok(out) = probe
-                    && let Some(bad) = out.iter().find(|v| !matches!(v, Val::Bool(_) | Val::Null))
-                {
-                    return Err(field_error((
-                        "selector.query".into(),
-                        format!("must yield a boolean, yields {bad}"),
-                    )));
-                }
-                Some(expr)
-            }
-        };
-        let m = &r.port.entity.mappings;
-        let base = "port.entity.mappings";
-        let jq_text = |v: &Value, field: &str| -> Result<String, (String, String)> {
-            match v {
-                Value::String(s) => Ok(s.clone()),
-                Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
-                _ => Err((
-                    field.to_owned(),
-                    "must be a jq expression (search-query objects are not supported)".into(),
-                )),
-            }
-        };
-        let identifier_field = format!("{base}.identifier");
-        let identifier = Expr::new(
-            &jq_text(&m.identifier, &identifier_field).map_err(field_error)?,
-            identifier_field,
-        )
-        .map_err(field_error)?;
-        let title = m
-            .title
-            .as_deref()
-            .map(|code| Expr::new(code, format!("{base}.title")))
-            .transpose()
-            .map_err(field_error)?;
-        let blueprint_field = format!("{base}.blueprint");
-        Expr::new(&m.blueprint, blueprint_field.clone()).map_err(field_error)?;
-        let blueprint: String = serde_json::from_str(m.blueprint.trim())
-            .ok()
-            .filter(|b: &String| !b.trim().is_empty())
-            .ok_or_else(|| {
-                field_error((
-                    blueprint_field,
-                    format!(
-                        "must be a jq string literal such as '\"oktaUser\"' (okta-port lists and deletes per \
-                         blueprint, so it must know them before reading Okta); got {:?}",
-                        m.blueprint
-                    ),
-                ))
-            })?;
-        for (name, code) in [("icon", &m.icon), ("team", &m.team)] {
-            if let Some(code) = code {
-                Expr::new(code, format!("{base}.{name}")).map_err(field_error)?;
-                tracing::warn!(
-                    resource = index,
-                    field = name,
-                    "okta-port does not write an entity's {name}; the mapping is ignored"
-                );
-            }
-        }
-        let mut properties = Vec::new();
-        for (name, code) in &m.properties {
-            let field = format!("{base}.properties.{name}");
-            let code = jq_text(code, &field).map_err(field_error)?;
-            properties.push((name.clone(), Expr::new(&code, field).map_err(field_error)?));
-        }
-        let mut relations = Vec::new();
-        for (name, code) in &m.relations {
-            let field = format!("{base}.relations.{name}");
-            let code = jq_text(code, &field).map_err(field_error)?;
-            let expr = Expr::new(&code, field).map_err(field_error)?;
-            let many = default_relation_many(&blueprint, name).unwrap_or(false);
-            relations.push((
-                name.clone(),
-                Relation {
-                    expr,
-                    many: AtomicBool::new(many),
-                },
-            ));
-        }
-        Ok(Resource {
-            index,
-            kind,
-            selector,
-            identifier,
-            title,
-            blueprint,
-            properties,
-            relations,
-        })
-    }
-
-    /// Whether this is the built-in configuration (its blueprints are created by okta-port).
-    pub fn is_builtin(&self) -> bool {
-        self.builtin
-    }
-
     /// `entityDeletionThreshold`, when the configuration sets it.
     pub fn deletion_threshold(&self) -> Option<f64> {
         self.deletion_threshold
     }
+}
 
+impl JqMapping {
     fn map_object(&self, kind: ObjectKind, input: &Val, known: Known) -> Result<Vec<Mapped>, MappingError> {
         let mut out = Vec::new();
         for r in self.resources.iter().filter(|r| r.kind == kind) {
-            let err = |field: &str, message: String| MappingError::Jq {
-                resource: r.index,
-                field: field.to_owned(),
-                message,
-            };
-            let require_known = |e: &Expr| -> Result<(), MappingError> {
-                if e.needs_unknown(known) {
-                    Err(err(
-                        &e.field,
-                        "needs the user's groups, applications or manager, which are unknown in this run"
-                            .into(),
-                    ))
-                } else {
-                    Ok(())
-                }
-            };
-            if let Some(selector) = &r.selector {
-                require_known(selector)?;
-                let result = selector.run(input).map_err(|m| err(&selector.field, m))?;
-                match result.as_slice() {
-                    [Val::Bool(true)] => {}
-                    [Val::Bool(false)] => continue,
-                    other => {
-                        let shown: Vec<String> = other
-                            .iter()
-                            .take(3)
-                            .map(|v| {
-                                let v = to_json(v);
-                                format!("{} ({v})", crate::json_type(&v))
-                            })
-                            .collect();
-                        return Err(MappingError::Selector {
-                            resource: r.index,
-                            yielded: if shown.is_empty() {
-                                "nothing".into()
-                            } else {
-                                shown.join(", ")
-                            },
-                        });
-                    }
-                }
+            if let Some(entity) = r.map(input, known)? {
+                out.push(Mapped {
+                    blueprint: r.blueprint.clone(),
+                    entity,
+                });
             }
-            require_known(&r.identifier)?;
-            let identifier = match r
-                .identifier
-                .single(input)
-                .map_err(|m| err(&r.identifier.field, m))?
-            {
-                Value::String(s) if !s.trim().is_empty() => s,
-                other => {
-                    return Err(err(
-                        &r.identifier.field,
-                        format!("must yield a non-empty string, yielded {other}"),
-                    ));
-                }
-            };
-            let title = match &r.title {
-                None => None,
-                Some(t) => {
-                    require_known(t)?;
-                    match t.single(input).map_err(|m| err(&t.field, m))? {
-                        Value::Null => None,
-                        Value::String(s) => Some(s),
-                        other => return Err(err(&t.field, format!("must yield a string, yielded {other}"))),
-                    }
-                }
-            };
-            let mut properties = Map::new();
-            for (name, e) in &r.properties {
-                if e.needs_unknown(known) {
-                    continue;
-                }
-                properties.insert(name.clone(), e.single(input).map_err(|m| err(&e.field, m))?);
-            }
-            let mut relations = Map::new();
-            for (name, rel) in &r.relations {
-                let e = &rel.expr;
-                if e.needs_unknown(known) {
-                    continue;
-                }
-                let value = if rel.many.load(Ordering::Relaxed) {
-                    let mut ids = BTreeSet::new();
-                    for v in e.run(input).map_err(|m| err(&e.field, m))? {
-                        match to_json(&v) {
-                            Value::Null => {}
-                            Value::String(s) => {
-                                ids.insert(s);
-                            }
-                            Value::Array(items) => {
-                                for item in items {
-                                    match item {
-                                        Value::String(s) => {
-                                            ids.insert(s);
-                                        }
-                                        Value::Null => {}
-                                        other => {
-                                            return Err(err(
-                                                &e.field,
-                                                format!("relation targets must be strings, got {other}"),
-                                            ));
-                                        }
-                                    }
-                                }
-                            }
-                            other => {
-                                return Err(err(
-                                    &e.field,
-                                    format!("relation targets must be strings, got {other}"),
-                                ));
-                            }
-                        }
-                    }
-                    Value::Array(ids.into_iter().map(Value::String).collect())
-                } else {
-                    e.single(input).map_err(|m| err(&e.field, m))?
-                };
-                relations.insert(name.clone(), value);
-            }
-            out.push(Mapped {
-                blueprint: r.blueprint.clone(),
-                entity: Entity {
-                    identifier,
-                    title,
-                    properties,
-                    relations,
-                },
-            });
         }
         Ok(out)
     }
@@ -675,9 +413,6 @@ impl Mapping for JqMapping {
         self.map_object(ObjectKind::User, &user_input(user, links), known)
     }
 }
-
-/// Blueprint constants re-exported for callers that name the default blueprints.
-pub const DEFAULT_BLUEPRINTS: [&str; 3] = [GROUP_BLUEPRINT, APP_BLUEPRINT, USER_BLUEPRINT];
 
 #[cfg(test)]
 mod tests {
