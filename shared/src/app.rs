@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use crate::config::{Config, ConfigError, HookConfig, ResyncOptions};
 use crate::hooks::{self, HookError, HookOutcome};
-use crate::live::{self, BatchReport, Context, Processor};
 use crate::mapping::AppMapping;
 use crate::mapping::config::MappingConfigError;
 use crate::metrics;
@@ -16,6 +15,7 @@ use crate::okta::{self, OktaError};
 use crate::port::{self, PortError, PortSink};
 use crate::report::Report;
 use crate::secrets::{self, Lookup, SecretsError};
+use crate::sync::live::{self, BatchReport, Context, Processor};
 use crate::sync::{self, RunOverrides, SyncError};
 
 #[derive(Debug, thiserror::Error)]

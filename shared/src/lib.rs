@@ -29,8 +29,6 @@ pub mod webhook;
 pub use app::App;
 pub use config::Config;
 pub use report::Report;
-/// The live path, at its old place: `sync::live`.
-pub use sync::live;
 
 /// A JSON value's type as a user reads it in an error (jq's names), never the value itself.
 pub(crate) fn json_type(value: &serde_json::Value) -> &'static str {

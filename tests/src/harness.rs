@@ -214,7 +214,7 @@ pub struct Consumed {
 /// back at the end of the queue as SQS does, until each has been received `max_receives`
 /// times.
 pub async fn consume(app: &App, bodies: Vec<String>, batch_size: usize, max_receives: usize) -> Consumed {
-    let processors = okta_port::live::default_processors();
+    let processors = okta_port::sync::live::default_processors();
     let mut queue: std::collections::VecDeque<(String, String, usize)> = bodies
         .into_iter()
         .enumerate()

@@ -8,9 +8,9 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use okta_port::events::QueuedEvent;
 use okta_port::hooks::HookError;
-use okta_port::live::default_processors;
 use okta_port::port::PortSink;
 use okta_port::queue::{EventQueue, MemoryQueue, Sqs};
+use okta_port::sync::live::default_processors;
 use okta_port::webhook::{self, WebhookConfig};
 use okta_port_tests::expected;
 use okta_port_tests::harness::{self, Env, LogCapture, assert_catalog, consume, deliver};
@@ -195,7 +195,7 @@ async fn the_sample_sqs_batch_reports_only_its_poison_message() {
     let event: aws_lambda_events::event::sqs::SqsEvent =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let poison = event.records[3].message_id.clone().unwrap();
-    let messages = okta_port::live::sqs_messages(event);
+    let messages = okta_port::sync::live::sqs_messages(event);
     let report = env.app().apply_batch(&messages, &default_processors()).await;
     // The sample's objects do not exist in this org: refetched, found gone, nothing to do.
     assert_eq!(report.failed_messages, vec![poison]);

@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
         Ok(app) => app,
         Err(e) => okta_port::telemetry::init_failed("consumer", &e),
     };
-    let processors = okta_port::live::default_processors();
+    let processors = okta_port::sync::live::default_processors();
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let (app, processors) = (&app, &processors);
         async move {

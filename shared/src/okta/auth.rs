@@ -29,6 +29,7 @@ use reqwest::header::HeaderValue;
 use secrecy::ExposeSecret;
 use url::Url;
 
+mod dpop;
 mod service_app;
 
 pub use service_app::{MAX_TOKEN_ATTEMPTS, ServiceApp};

@@ -4,6 +4,8 @@
 
 pub mod auth;
 mod client;
+#[cfg(test)]
+pub mod memory;
 mod ratelimit;
 
 use async_trait::async_trait;

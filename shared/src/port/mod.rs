@@ -3,6 +3,8 @@
 //! entities, retries honouring Port's rate-limit headers).
 
 mod client;
+#[cfg(test)]
+pub mod memory;
 
 use async_trait::async_trait;
 use serde::Deserialize;

@@ -7,6 +7,8 @@
 //! - `live`: a batch of queued events becomes the touched objects, each refetched and
 //!   converged.
 
+#[cfg(test)]
+mod core_tests;
 pub mod live;
 mod resync;
 mod snapshot;

@@ -1,0 +1,120 @@
+//! The core over the in-memory Okta and Port: whole resyncs and live batches, fast and
+//! without sockets (the simulators' end-to-end tests in `tests/` cover the HTTP side).
+
+use serde_json::{Value, json};
+
+use super::live::{self, Context};
+use super::resync;
+use crate::config::ResyncOptions;
+use crate::mapping::{APP_BLUEPRINT, DefaultMapping, GROUP_BLUEPRINT, USER_BLUEPRINT};
+use crate::okta::memory::{MemoryOkta, Org};
+use crate::port::PortSink;
+use crate::port::memory::MemoryPort;
+
+/// Ann manages Bob (by id), Bob manages Cy (by login); Ann and Bob are in one group, Bob
+/// and Cy have one app.
+fn org() -> Org {
+    let mut org = Org::default();
+    org.user("00u1", "ann@example.com", None)
+        .user("00u2", "bob@example.com", Some("00u1"))
+        .user("00u3", "cy@example.com", Some("Bob@Example.com"))
+        .group("00g1", &["00u1", "00u2"])
+        .app("0oa1", &["00u2", "00u3"]);
+    org
+}
+
+fn relation(port: &MemoryPort, user: &str, name: &str) -> Value {
+    let entity = port.entity(USER_BLUEPRINT, user).expect("the user is in Port");
+    entity.relations.get(name).cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_resync_writes_the_org_then_nothing_then_deletes_what_vanished() {
+    let (okta, port) = (MemoryOkta::new(org()), MemoryPort::default());
+    let options = ResyncOptions::default();
+    let first = resync(&okta, &port, &DefaultMapping, &options).await.unwrap();
+    assert!(first.is_success(), "{:?}", first.errors);
+    assert_eq!(first.blueprints[USER_BLUEPRINT].created, 3);
+    assert_eq!(relation(&port, "00u2", "manager"), json!("00u1"));
+    assert_eq!(
+        relation(&port, "00u3", "manager"),
+        json!("00u2"),
+        "a login names its user, whatever the case"
+    );
+    assert_eq!(relation(&port, "00u2", "groups"), json!(["00g1"]));
+    assert_eq!(relation(&port, "00u3", "applications"), json!(["0oa1"]));
+    assert_eq!(port.identifiers(GROUP_BLUEPRINT), ["00g1"]);
+    assert_eq!(port.identifiers(APP_BLUEPRINT), ["0oa1"]);
+
+    let again = resync(&okta, &port, &DefaultMapping, &options).await.unwrap();
+    let users = &again.blueprints[USER_BLUEPRINT];
+    assert_eq!((users.created, users.updated, users.unchanged), (0, 0, 3));
+
+    okta.edit(|org| {
+        org.users.remove("00u3");
+        org.assigned.get_mut("0oa1").unwrap().remove("00u3");
+    });
+    let after = resync(&okta, &port, &DefaultMapping, &options).await.unwrap();
+    assert!(after.is_success(), "{:?}", after.errors);
+    assert_eq!(after.blueprints[USER_BLUEPRINT].deleted, 1);
+    assert_eq!(port.identifiers(USER_BLUEPRINT), ["00u1", "00u2"]);
+}
+
+#[tokio::test]
+async fn an_incomplete_picture_of_okta_deletes_nothing() {
+    let (okta, port) = (MemoryOkta::new(org()), MemoryPort::default());
+    let options = ResyncOptions::default();
+    resync(&okta, &port, &DefaultMapping, &options).await.unwrap();
+    okta.edit(|org| {
+        org.users.remove("00u3");
+        org.failing.insert("members");
+    });
+    let report = resync(&okta, &port, &DefaultMapping, &options).await.unwrap();
+    assert!(!report.is_success());
+    assert_eq!(port.identifiers(USER_BLUEPRINT), ["00u1", "00u2", "00u3"]);
+    // The relation a failed listing supplies is left as it was, not emptied.
+    assert_eq!(relation(&port, "00u2", "groups"), json!(["00g1"]));
+}
+
+fn event(event_type: &str, targets: &[(&str, &str)]) -> (String, String) {
+    let targets: Vec<Value> = targets
+        .iter()
+        .map(|(kind, id)| json!({ "type": kind, "id": id }))
+        .collect();
+    let body = json!({ "uuid": format!("{event_type}-{}", targets.len()), "eventType": event_type, "targets": targets });
+    (format!("m-{event_type}"), body.to_string())
+}
+
+#[tokio::test]
+async fn live_events_move_memberships_managers_and_deletions() {
+    let (okta, port) = (MemoryOkta::new(org()), MemoryPort::default());
+    resync(&okta, &port, &DefaultMapping, &ResyncOptions::default())
+        .await
+        .unwrap();
+    okta.edit(|org| {
+        org.members.get_mut("00g1").unwrap().remove("00u2");
+        org.users.get_mut("00u2").unwrap()["profile"]["login"] = json!("robert@example.com");
+        org.users.remove("00u1");
+        org.members.get_mut("00g1").unwrap().remove("00u1");
+    });
+    let messages = [
+        event(
+            "group.user_membership.remove",
+            &[("User", "00u2"), ("UserGroup", "00g1")],
+        ),
+        event("user.account.update_profile", &[("User", "00u2")]),
+        event("user.lifecycle.delete.initiated", &[("User", "00u1")]),
+    ];
+    let ctx = Context {
+        okta: &okta,
+        port: &port,
+        mapping: &DefaultMapping,
+    };
+    let report = live::apply_batch(&messages, &live::default_processors(), &ctx).await;
+    assert!(report.failed_messages.is_empty(), "{:?}", report.failures);
+    assert_eq!(relation(&port, "00u2", "groups"), json!([]));
+    assert_eq!(port.identifiers(USER_BLUEPRINT), ["00u2", "00u3"]);
+    // Bob's login changed: Cy's managerId no longer names anyone.
+    assert_eq!(relation(&port, "00u3", "manager"), Value::Null);
+    assert!(port.stats().calls > 0);
+}
