@@ -1,9 +1,11 @@
 //! okta-port: keeps a Port software catalog in step with an Okta org.
 //!
 //! The functions (`functions/*`) and the `okta-port` CLI are thin entry points over this
-//! crate. The core (`sync`) talks to the outside only through small traits
-//! (`okta::OktaDirectory`, `port::PortCatalog`, `mapping::Mapping`), implemented over HTTP
-//! by `okta::Client` and `port::Client`.
+//! crate. The core (`sync`: the resync and the live path) talks to the outside only through
+//! one port per system (`okta::OktaSource`, `port::PortSink`), each implemented over HTTP
+//! (`okta::Client`, `port::Client`) and in memory for the core's own tests; the mapping
+//! (`mapping::Mapping`) and the domain (`domain`) do no I/O. docs/architecture.md draws
+//! the layers; tests/tests/house.rs keeps them.
 
 pub mod app;
 pub mod aws;
