@@ -157,19 +157,7 @@ impl App {
         url: Option<&str>,
         push_secret: bool,
     ) -> Result<HookOutcome, HookSetupError> {
-        let mut problems = crate::config::Problems::default();
-        let url = problems.check(url.or(self.hook.url.as_deref()).ok_or(ConfigError::MissingFor {
-            var: "WEBHOOK_URL",
-            hint: "or pass --url with the stack's WebhookUrl output",
-        }));
-        let secret = problems.check(self.hook.secret.as_ref().ok_or(ConfigError::MissingFor {
-            var: "OKTA_WEBHOOK_SECRET",
-            hint: "the value Okta sends in the hook's header; the stack's webhook secret holds it",
-        }));
-        problems.into_result().map_err(HookSetupError::Config)?;
-        let (Some(url), Some(secret)) = (url, secret) else {
-            unreachable!("no problem was recorded")
-        };
+        let (url, secret) = self.hook.require(url).map_err(HookSetupError::Config)?;
         Ok(hooks::ensure_hook(&self.okta, url, &self.hook.header, secret, push_secret).await?)
     }
 

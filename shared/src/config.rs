@@ -114,6 +114,37 @@ pub struct HookConfig {
     pub header: String,
 }
 
+impl HookConfig {
+    /// `WEBHOOK_URL`, `OKTA_WEBHOOK_SECRET`, `OKTA_WEBHOOK_HEADER`: all optional here;
+    /// `require` says what registering the hook lacks.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        HookConfig {
+            url: var("WEBHOOK_URL"),
+            secret: get("OKTA_WEBHOOK_SECRET")
+                .filter(|s| !s.is_empty())
+                .map(SecretString::from),
+            header: var("OKTA_WEBHOOK_HEADER").unwrap_or_else(|| "Authorization".into()),
+        }
+    }
+
+    /// The URL (`url` wins over `WEBHOOK_URL`) and the secret the hook is registered with;
+    /// both are named when both are missing.
+    pub fn require<'a>(&'a self, url: Option<&'a str>) -> Result<(&'a str, &'a SecretString), ConfigError> {
+        let mut problems = Problems::default();
+        let url = problems.check(url.or(self.url.as_deref()).ok_or(ConfigError::MissingFor {
+            var: "WEBHOOK_URL",
+            hint: "or pass --url with the stack's WebhookUrl output",
+        }));
+        let secret = problems.check(self.secret.as_ref().ok_or(ConfigError::MissingFor {
+            var: "OKTA_WEBHOOK_SECRET",
+            hint: "the value Okta sends in the hook's header; the stack's webhook secret holds it",
+        }));
+        problems.into_result()?;
+        Ok((url.expect("checked"), secret.expect("checked")))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub okta: OktaConfig,
@@ -147,13 +178,7 @@ impl Config {
             okta,
             port,
             resync,
-            hook: HookConfig {
-                url: var("WEBHOOK_URL"),
-                secret: get("OKTA_WEBHOOK_SECRET")
-                    .filter(|s| !s.is_empty())
-                    .map(SecretString::from),
-                header: var("OKTA_WEBHOOK_HEADER").unwrap_or_else(|| "Authorization".into()),
-            },
+            hook: HookConfig::from_lookup(&get),
             mapping: crate::mapping::config::ConfigSource::from_lookup(&get),
         })
     }

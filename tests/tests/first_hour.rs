@@ -19,15 +19,25 @@ fn cli() -> Command {
 
 #[test]
 fn a_run_without_configuration_names_every_missing_variable_at_once() {
-    for args in [
-        &["resync"][..],
-        &["blueprints"],
-        &["ensure-hook", "--url", "https://x.example"],
+    for (args, problems) in [
+        (&["resync"][..], "4 configuration problems"),
+        (&["blueprints"], "4 configuration problems"),
+        // The URL is given; the hook's secret is missing too.
+        (
+            &["ensure-hook", "--url", "https://x.example"],
+            "5 configuration problems",
+        ),
     ] {
         let out = cli().args(args).output().expect("run the CLI");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains("4 configuration problems"), "{args:?}: {stderr}");
+        assert!(stderr.contains(problems), "{args:?}: {stderr}");
+        assert!(!stderr.contains("WEBHOOK_URL"), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.contains("OKTA_WEBHOOK_SECRET"),
+            args[0] == "ensure-hook",
+            "{args:?}: {stderr}"
+        );
         for named in [
             "OKTA_DOMAIN",
             "OKTA_API_TOKEN",
@@ -36,6 +46,23 @@ fn a_run_without_configuration_names_every_missing_variable_at_once() {
         ] {
             assert!(stderr.contains(named), "{args:?} does not name {named}: {stderr}");
         }
+    }
+    // ensure-hook without --url also needs the hook's URL and secret: all six at once.
+    let out = cli().args(["ensure-hook"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("6 configuration problems"), "{stderr}");
+    for named in [
+        "OKTA_DOMAIN",
+        "PORT_CLIENT_SECRET",
+        "WEBHOOK_URL",
+        "--url",
+        "OKTA_WEBHOOK_SECRET",
+    ] {
+        assert!(
+            stderr.contains(named),
+            "ensure-hook does not name {named}: {stderr}"
+        );
     }
     // Invalid values are named alongside the missing ones.
     let out = cli()

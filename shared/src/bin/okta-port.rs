@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use okta_port::App;
+use okta_port::app::AppError;
+use okta_port::config::{HookConfig, Problems};
 use okta_port::sync::RunOverrides;
 
 #[derive(Parser)]
@@ -59,11 +61,10 @@ async fn main() -> ExitCode {
     if let Command::PutSecret { secret_id } = &cli.command {
         return put_secret(secret_id).await;
     }
-    // The environment, with SECRETS_ARN's secret merged under it when that is set.
-    let app = match App::from_environment().await {
+    let app = match ready(&cli.command).await {
         Ok(app) => app,
-        Err(e) => {
-            eprintln!("okta-port: {e}");
+        Err(message) => {
+            eprintln!("okta-port: {message}");
             return ExitCode::from(2);
         }
     };
@@ -82,6 +83,31 @@ async fn main() -> ExitCode {
         Command::EnsureHook { url, update_secret } => ensure_hook(&app, url.as_deref(), update_secret).await,
         Command::PutSecret { .. } => unreachable!("handled before the configuration is read"),
         Command::Blueprints => blueprints(&app).await,
+    }
+}
+
+/// The app over the environment (with SECRETS_ARN's secret merged under it when set), or
+/// every configuration problem at once: for `ensure-hook`, the hook's own among them.
+async fn ready(command: &Command) -> Result<App, String> {
+    let lookup = okta_port::secrets::environment()
+        .await
+        .map_err(|e| e.to_string())?;
+    match App::from_lookup(&lookup) {
+        Ok(app) => Ok(app),
+        Err(AppError::Config(e)) => {
+            let mut problems = Problems::default();
+            problems.check::<()>(Err(e));
+            if let Command::EnsureHook { url, .. } = command {
+                let hook = HookConfig::from_lookup(|name| lookup.get(name));
+                problems.check(hook.require(url.as_deref()));
+            }
+            Err(problems
+                .into_result()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default())
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
