@@ -15,6 +15,7 @@ use crate::okta::{self, OktaError};
 use crate::port::{self, PortError, PortSink};
 use crate::report::Report;
 use crate::secrets::{self, Lookup, SecretsError};
+use crate::sync::catchup::{self, CatchupError, CatchupReport};
 use crate::sync::live::{self, BatchReport, Context, Processor};
 use crate::sync::{self, RunOverrides, SyncError};
 
@@ -69,6 +70,10 @@ pub struct App {
     pub mapping: AppMapping,
     pub options: ResyncOptions,
     pub hook: HookConfig,
+    /// `STATE_URL`: where state that outlives a run is kept (the catch-up's cursor).
+    pub state_url: Option<String>,
+    /// The catch-up cursor's key: one per Okta org and installation.
+    catchup_key: String,
     /// Set once Port's blueprint definitions were read for the mapping (live path).
     blueprints_read: tokio::sync::OnceCell<()>,
 }
@@ -87,6 +92,12 @@ impl App {
             mapping,
             options,
             hook: config.hook.clone(),
+            state_url: config.state_url.clone(),
+            catchup_key: format!(
+                "catchup-{}-{}",
+                config.okta.base_url.host_str().unwrap_or("okta"),
+                config.port.installation_id
+            ),
             blueprints_read: tokio::sync::OnceCell::new(),
         })
     }
@@ -159,6 +170,27 @@ impl App {
     ) -> Result<HookOutcome, HookSetupError> {
         let (url, secret) = self.hook.require(url).map_err(HookSetupError::Config)?;
         Ok(hooks::ensure_hook(&self.okta, url, &self.hook.header, secret, push_secret).await?)
+    }
+
+    /// One System Log catch-up pass (`sync::catchup`), its cursor in the store `state_url`
+    /// names; `since` overrides the cursor.
+    pub async fn catch_up(
+        &self,
+        state_url: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<CatchupReport, CatchupError> {
+        let store = crate::state::from_url(state_url)?;
+        self.read_blueprints().await;
+        let processors = live::default_processors();
+        catchup::catch_up(
+            &self.okta,
+            &self.live(),
+            &processors,
+            store.as_ref(),
+            &self.catchup_key,
+            since,
+        )
+        .await
     }
 
     /// The live path's view of the clients and mapping.

@@ -154,6 +154,8 @@ pub struct Config {
     /// The mapping configuration: `PORT_APP_CONFIG_FILE` (a path) or `PORT_APP_CONFIG`
     /// (inline YAML), else the built-in mapping. Compiled when the `App` is built.
     pub mapping: crate::mapping::config::ConfigSource,
+    /// `STATE_URL`: `file:///path` (see `state`); the CLI has a default, the functions none.
+    pub state_url: Option<String>,
 }
 
 impl Config {
@@ -180,6 +182,7 @@ impl Config {
             resync,
             hook: HookConfig::from_lookup(&get),
             mapping: crate::mapping::config::ConfigSource::from_lookup(&get),
+            state_url: var("STATE_URL"),
         })
     }
 }

@@ -160,6 +160,41 @@ pub struct Delivery {
     pub malformed: Vec<Malformed>,
 }
 
+/// One System Log event (as a hook delivers it, or as `/api/v1/logs` lists it) as the
+/// queued event the consumer applies; `None` when okta-port does not handle its type, an
+/// error naming what is wrong when it cannot be used.
+pub fn parse_event(event: &Value, delivery_id: Option<&str>) -> Result<Option<QueuedEvent>, &'static str> {
+    let Some(event_type) = event["eventType"].as_str() else {
+        return Err("no eventType string");
+    };
+    if !is_handled(event_type) {
+        return Ok(None);
+    }
+    // Preview deliveries may carry `target: null`; targets without an id are useless.
+    let targets: Vec<Target> = match &event["target"] {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|t| serde_json::from_value::<Target>(t.clone()).ok())
+            .collect(),
+        _ => return Err("target is not an array"),
+    };
+    if targets.is_empty() && event["target"].as_array().is_some_and(|t| !t.is_empty()) {
+        return Err("no target of a known shape");
+    }
+    let targets = targets
+        .into_iter()
+        .filter(|t| QUEUED_TARGET_TYPES.contains(&t.kind.as_str()))
+        .collect();
+    Ok(Some(QueuedEvent {
+        delivery_id: delivery_id.map(str::to_owned),
+        uuid: event["uuid"].as_str().map(str::to_owned),
+        event_type: event_type.to_owned(),
+        published: event["published"].as_str().map(str::to_owned),
+        targets,
+    }))
+}
+
 /// Validates an event hook delivery and keeps the events okta-port handles.
 pub fn parse_delivery(body: &[u8]) -> Result<Delivery, DeliveryError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DeliveryError::NotJson(e.to_string()))?;
@@ -171,48 +206,15 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, DeliveryError> {
     let mut kept = Vec::new();
     let mut malformed = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        let uuid = event["uuid"].as_str().map(str::to_owned);
-        let mut set_aside = |reason| {
-            malformed.push(Malformed {
+        match parse_event(event, delivery_id.as_deref()) {
+            Ok(Some(queued)) => kept.push(queued),
+            Ok(None) => {}
+            Err(reason) => malformed.push(Malformed {
                 index,
-                uuid: uuid.clone(),
+                uuid: event["uuid"].as_str().map(str::to_owned),
                 reason,
-            })
-        };
-        let Some(event_type) = event["eventType"].as_str() else {
-            set_aside("no eventType string");
-            continue;
-        };
-        if !is_handled(event_type) {
-            continue;
+            }),
         }
-        // Preview deliveries may carry `target: null`; targets without an id are useless.
-        let targets: Vec<Target> = match &event["target"] {
-            Value::Null => Vec::new(),
-            Value::Array(items) => items
-                .iter()
-                .filter_map(|t| serde_json::from_value::<Target>(t.clone()).ok())
-                .collect(),
-            _ => {
-                set_aside("target is not an array");
-                continue;
-            }
-        };
-        if targets.is_empty() && event["target"].as_array().is_some_and(|t| !t.is_empty()) {
-            set_aside("no target of a known shape");
-            continue;
-        }
-        let targets = targets
-            .into_iter()
-            .filter(|t| QUEUED_TARGET_TYPES.contains(&t.kind.as_str()))
-            .collect();
-        kept.push(QueuedEvent {
-            delivery_id: delivery_id.clone(),
-            uuid,
-            event_type: event_type.to_owned(),
-            published: event["published"].as_str().map(str::to_owned),
-            targets,
-        });
     }
     Ok(Delivery {
         delivery_id,

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod secrets;
+pub mod state;
 pub mod status_line;
 pub mod sync;
 pub mod telemetry;

@@ -22,6 +22,7 @@ use axum::body::Body;
 use axum::extract::{Query, Request, State as AxumState};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use rand::distr::{Alphanumeric, SampleString};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -77,6 +78,8 @@ pub enum Bucket {
     /// All of `/api/v1/apps*`.
     Apps,
     EventHooks,
+    /// `/api/v1/logs`, the System Log.
+    Logs,
     Other,
 }
 
@@ -620,6 +623,7 @@ enum Route {
     EventHooks,
     EventHook(String),
     HookLifecycle(String, HookAction),
+    Logs,
     Other,
 }
 
@@ -651,6 +655,7 @@ impl Route {
             ["apps"] => Route::AppsList,
             ["apps", _] => Route::App(id(1)),
             ["apps", _, "users"] => Route::AppUsers(id(1)),
+            ["logs"] => Route::Logs,
             ["eventHooks"] => Route::EventHooks,
             ["eventHooks", _] => Route::EventHook(id(1)),
             ["eventHooks", _, "lifecycle", action] => {
@@ -688,6 +693,7 @@ impl Route {
             Route::App(_) => "apps.get",
             Route::AppUsers(_) => "apps.users",
             Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..) => "eventHooks",
+            Route::Logs => "logs",
             Route::Other => "other",
         }
     }
@@ -703,6 +709,7 @@ impl Route {
             Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..) => Bucket::EventHooks,
             Route::Other if path.starts_with("/api/v1/apps") => Bucket::Apps,
             Route::Other if path.starts_with("/api/v1/eventHooks") => Bucket::EventHooks,
+            Route::Logs => Bucket::Logs,
             Route::Other => Bucket::Other,
         }
     }
@@ -719,6 +726,7 @@ impl Route {
             Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..) => {
                 Some(("okta.eventHooks.manage", None))
             }
+            Route::Logs => Some(("okta.logs.read", None)),
             Route::Other => None,
         }
     }
@@ -1107,11 +1115,132 @@ impl SimState {
                     |(u, scope)| app_user(base, id, u, scope),
                 ))
             }
+            Route::Logs => serve_logs(org, base, query),
             Route::EventHooks | Route::EventHook(_) | Route::HookLifecycle(..) | Route::Other => {
                 Err(Reply::not_found(path, "Route"))
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// System Log
+// ---------------------------------------------------------------------------------------
+
+/// `GET /api/v1/logs`: every event the org emitted, oldest first, from `since` (inclusive,
+/// required here) to `until` (exclusive), filtered by `eventType eq "…"` terms joined by
+/// `or`, `limit` per page (at most 1000), `after` the uuid of the last event of the page
+/// before. Without `until` a read polls: every page names a next one, even an empty page.
+fn serve_logs(org: &Org, base: &str, query: &HashMap<String, String>) -> Result<Reply, Reply> {
+    let invalid = |what: &str| {
+        Reply::error(
+            StatusCode::BAD_REQUEST,
+            "E0000001",
+            &format!("Api validation failed: {what}"),
+        )
+    };
+    let time = |name: &str| -> Result<Option<DateTime<Utc>>, Reply> {
+        query
+            .get(name)
+            .map(|t| {
+                DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| invalid(name))
+            })
+            .transpose()
+    };
+    let since = time("since")?.ok_or_else(|| invalid("since"))?;
+    let until = time("until")?;
+    let limit: usize = match query.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| invalid("limit"))?,
+    };
+    if query.get("sortOrder").is_some_and(|o| o != "ASCENDING") {
+        return Err(invalid("sortOrder: only ASCENDING polls"));
+    }
+    let types: Option<Vec<String>> = match query.get("filter") {
+        None => None,
+        Some(filter) => Some(
+            filter
+                .split(" or ")
+                .map(|term| {
+                    let value = term
+                        .trim()
+                        .strip_prefix("eventType eq ")
+                        .ok_or_else(|| invalid("filter"))?;
+                    Ok(value.trim_matches('"').to_owned())
+                })
+                .collect::<Result<_, Reply>>()?,
+        ),
+    };
+    let published = |e: &Value| {
+        e["published"]
+            .as_str()
+            .and_then(|p| DateTime::parse_from_rfc3339(p).ok())
+            .map(|p| p.with_timezone(&Utc))
+    };
+    let matching: Vec<&Value> = org
+        .system_log()
+        .filter(|e| published(e).is_some_and(|p| p >= since && until.is_none_or(|u| p < u)))
+        .filter(|e| {
+            types
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|t| e["eventType"] == t.as_str()))
+        })
+        .collect();
+    let after = query.get("after");
+    let start = match after {
+        None => 0,
+        Some(uuid) => matching
+            .iter()
+            .position(|e| e["uuid"] == uuid.as_str())
+            .map_or(matching.len(), |i| i + 1),
+    };
+    let page: Vec<Value> = matching[start..]
+        .iter()
+        .take(limit)
+        .map(|e| (*e).clone())
+        .collect();
+    let more = matching.len() > start + page.len();
+    let mut params: Vec<(String, String)> = vec![
+        ("since".into(), query["since"].clone()),
+        ("limit".into(), limit.to_string()),
+    ];
+    for name in ["until", "filter", "sortOrder"] {
+        if let Some(v) = query.get(name) {
+            params.push((name.into(), v.clone()));
+        }
+    }
+    let link = |after: Option<&str>| {
+        let mut all = params.clone();
+        if let Some(a) = after {
+            all.push(("after".into(), a.to_owned()));
+        }
+        let q: Vec<String> = all
+            .iter()
+            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+            .collect();
+        format!("<{base}/api/v1/logs?{}>", q.join("&"))
+    };
+    let mut links = vec![format!("{}; rel=\"self\"", link(after.map(String::as_str)))];
+    // Polling: the next page starts after this page's last event, or where this one did.
+    let last = page
+        .last()
+        .and_then(|e| e["uuid"].as_str())
+        .or(after.map(String::as_str));
+    if until.is_none() || more {
+        links.push(format!("{}; rel=\"next\"", link(last)));
+    }
+    Ok(Reply {
+        status: StatusCode::OK,
+        body: Value::Array(page),
+        links,
+        truncate: false,
+    })
 }
 
 // ---------------------------------------------------------------------------------------

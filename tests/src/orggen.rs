@@ -49,6 +49,8 @@ pub struct Org {
     /// Okta would emit for the mutations since the last [`Org::take_events`]. Generation
     /// emits none.
     pub events: Vec<Value>,
+    /// Every event taken before (the System Log keeps them all; see [`Org::system_log`]).
+    pub taken_events: Vec<Value>,
     /// Counter behind event uuids and the ids of objects created by mutations, so both
     /// are deterministic.
     serial: u64,
@@ -67,6 +69,7 @@ impl PartialEq for Org {
             app_user_assignments,
             app_group_assignments,
             events: _,
+            taken_events: _,
             serial: _,
         } = self;
         *users == other.users
@@ -652,7 +655,14 @@ impl Org {
 
     /// Drains the events logged since the previous call, oldest first.
     pub fn take_events(&mut self) -> Vec<Value> {
-        std::mem::take(&mut self.events)
+        let events = std::mem::take(&mut self.events);
+        self.taken_events.extend(events.iter().cloned());
+        events
+    }
+
+    /// The System Log: every event emitted, whether a hook delivered it or not, oldest first.
+    pub fn system_log(&self) -> impl Iterator<Item = &Value> {
+        self.taken_events.iter().chain(&self.events)
     }
 
     /// A new id with `prefix`, unique among the org's objects.

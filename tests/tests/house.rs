@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("configuration and mapping", &["config", "mapping"]),
-    ("adapters", &["okta", "port", "queue", "secrets", "hooks"]),
+    ("adapters", &["okta", "port", "queue", "secrets", "hooks", "state"]),
     ("core", &["sync"]),
     ("edges", &["app", "webhook", "telemetry", "status_line"]),
 ];

@@ -42,6 +42,17 @@ enum Command {
         #[arg(long)]
         update_secret: bool,
     },
+    /// Read Okta's System Log for the events the hook missed (an outage, a deploy) and
+    /// apply them to Port, from the cursor kept in STATE_URL (default: a directory under
+    /// $XDG_STATE_HOME or ~/.local/state); the first pass starts one hour back.
+    Catchup {
+        /// Read from this time (RFC 3339) instead of the stored cursor.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Store the credentials set in this environment (OKTA_API_TOKEN or the service app's
     /// OKTA_CLIENT_ID, OKTA_PRIVATE_KEY and OKTA_KEY_ID, PORT_CLIENT_ID, PORT_CLIENT_SECRET,
     /// OKTA_WEBHOOK_SECRET) in a Secrets Manager secret, keeping its other keys. Prints
@@ -56,7 +67,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json = matches!(cli.command, Command::Resync { json: true, .. });
+    let json = matches!(
+        cli.command,
+        Command::Resync { json: true, .. } | Command::Catchup { json: true, .. }
+    );
     okta_port::telemetry::init_cli("info", !json);
     if let Command::PutSecret { secret_id } = &cli.command {
         return put_secret(secret_id).await;
@@ -83,7 +97,56 @@ async fn main() -> ExitCode {
         Command::EnsureHook { url, update_secret } => ensure_hook(&app, url.as_deref(), update_secret).await,
         Command::PutSecret { .. } => unreachable!("handled before the configuration is read"),
         Command::Blueprints => blueprints(&app).await,
+        Command::Catchup { since, json } => catchup(&app, since, json).await,
     }
+}
+
+/// `catchup`: one pass; exit 1 when a page or an event failed (the cursor then stays).
+async fn catchup(app: &App, since: Option<chrono::DateTime<chrono::Utc>>, json: bool) -> ExitCode {
+    let state_url = app.state_url.clone().unwrap_or_else(default_state_url);
+    let result = app.catch_up(&state_url, since).await;
+    okta_port::status_line::clear();
+    match result {
+        Ok(report) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("report serializes")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            println!(
+                "catch-up from {}: {} events in {} pages, {} new ({} handled, {} set aside), {} objects converged; cursor {}",
+                report.since,
+                report.events,
+                report.pages,
+                report.new_events,
+                report.handled,
+                report.malformed,
+                report.converged,
+                report.cursor.as_deref().unwrap_or("not set (nothing logged yet)")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ okta_port::sync::catchup::CatchupError::State(okta_port::state::StateError::Url(..))) => {
+            eprintln!("okta-port: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("okta-port: catch-up failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The CLI's state directory when STATE_URL is not set: $XDG_STATE_HOME/okta-port, else
+/// ~/.local/state/okta-port.
+fn default_state_url() -> String {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    format!("file://{}", base.join("okta-port").display())
 }
 
 /// The app over the environment (with SECRETS_ARN's secret merged under it when set), or

@@ -33,6 +33,7 @@ pub fn bucket_of(path: &str) -> &'static str {
         ["api", "v1", "groups", _, "users"] => "groups.users",
         ["api", "v1", "groups", ..] => "groups.sub",
         ["api", "v1", "eventHooks", ..] => "eventHooks",
+        ["api", "v1", "logs"] => "logs",
         _ => "other",
     }
 }

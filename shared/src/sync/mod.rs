@@ -7,6 +7,7 @@
 //! - `live`: a batch of queued events becomes the touched objects, each refetched and
 //!   converged.
 
+pub mod catchup;
 #[cfg(test)]
 mod core_tests;
 pub mod live;
