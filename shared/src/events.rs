@@ -195,6 +195,21 @@ pub fn parse_event(event: &Value, delivery_id: Option<&str>) -> Result<Option<Qu
     }))
 }
 
+/// A queue message as the consumer's queued event. Two shapes arrive: the webhook's
+/// `QueuedEvent`, and an EventBridge event from Okta Log Streaming, whose `detail` is the
+/// System Log event. `None` for an event of a type okta-port does not handle.
+pub fn parse_message(body: &str) -> Result<Option<QueuedEvent>, String> {
+    let value: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    if value.get("detail").is_some_and(Value::is_object) && value.get("detail-type").is_some() {
+        let envelope_id = value["id"].as_str();
+        return parse_event(&value["detail"], envelope_id)
+            .map_err(|reason| format!("EventBridge event: {reason}"));
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| format!("not a queued Okta event: {e}"))
+}
+
 /// Validates an event hook delivery and keeps the events okta-port handles.
 pub fn parse_delivery(body: &[u8]) -> Result<Delivery, DeliveryError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DeliveryError::NotJson(e.to_string()))?;

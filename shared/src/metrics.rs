@@ -258,7 +258,7 @@ pub fn event_lags(
     messages
         .iter()
         .filter(|(id, _)| !failed.contains(id.as_str()))
-        .filter_map(|(_, body)| serde_json::from_str::<QueuedEvent>(body).ok())
+        .filter_map(|(_, body)| crate::events::parse_message(body).ok().flatten())
         .filter(|event| handled(event))
         .filter(|event| event.uuid.as_ref().is_none_or(|u| seen.insert(u.clone())))
         .filter_map(|event| DateTime::parse_from_rfc3339(event.published.as_deref()?).ok())

@@ -14,7 +14,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("configuration and mapping", &["config", "mapping"]),
-    ("adapters", &["okta", "port", "queue", "secrets", "hooks", "state"]),
+    (
+        "adapters",
+        &["okta", "port", "queue", "secrets", "hooks", "state"],
+    ),
     ("core", &["sync"]),
     ("edges", &["app", "webhook", "telemetry", "status_line"]),
 ];

@@ -819,6 +819,10 @@ fn check_schedule(t: &Template) -> Checked {
     for kind in ["AWS::Scheduler::Schedule", "AWS::Events::Rule"] {
         for (id, r) in t.of_type(kind) {
             let p = &r["Properties"];
+            // A rule on an event pattern (Log Streaming) is no schedule: see the ingress test.
+            if kind == "AWS::Events::Rule" && p.get("ScheduleExpression").is_none() {
+                continue;
+            }
             let targets = one_or_many(p.get("Target").or(p.get("Targets")));
             if targets.iter().any(|target| target["Arn"] != resync_arn) {
                 found.push(format!("{id} targets something other than {resync}"));
@@ -1492,5 +1496,77 @@ fn errors_throttles_and_the_dlq_raise_alarms() {
         &unconditional,
         "alarms point at a topic that may not exist",
         "AlarmActions",
+    );
+}
+
+#[test]
+fn the_ingress_mode_decides_between_the_public_url_and_log_streaming() {
+    let t = Template::load();
+    let doc = &t.doc;
+    let resources = doc["Resources"].as_object().unwrap();
+    let condition = |id: &str| resources[id]["Condition"].as_str().unwrap_or("none").to_owned();
+    // EventHook: the webhook and everything about it exist only in that mode.
+    for (id, r) in resources {
+        let webhook_part = id.starts_with("Webhook") && id != "WebhookSecret";
+        if webhook_part {
+            assert_eq!(condition(id), "HookIngress", "{id} ({})", r["Type"]);
+        }
+    }
+    for output in ["WebhookUrl", "WebhookFunctionName"] {
+        assert_eq!(
+            doc["Outputs"][output]["Condition"], "HookIngress",
+            "output {output}"
+        );
+    }
+    let register = &doc["Conditions"]["RegisterHook"];
+    assert!(
+        register.to_string().contains("HookIngress"),
+        "the hook is registered only in hook mode: {register}"
+    );
+    // LogStreaming: the partner bus, a rule on exactly the handled types, the queue as its
+    // only target, and a queue policy that lets that rule alone send.
+    let bus = &resources["OktaEventBus"];
+    assert_eq!(condition("OktaEventBus"), "StreamingIngress");
+    assert!(
+        bus["Properties"]["EventSourceName"]
+            .to_string()
+            .contains("OktaEventSourceName")
+    );
+    let rule = &resources["OktaEventsRule"];
+    assert_eq!(condition("OktaEventsRule"), "StreamingIngress");
+    assert_eq!(rule["Properties"]["EventBusName"], reference("OktaEventBus"));
+    let types: Vec<&str> = rule["Properties"]["EventPattern"]["detail"]["eventType"]
+        .as_array()
+        .expect("the rule matches detail.eventType")
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        okta_port::events::HANDLED_EVENT_TYPES,
+        "the rule's types are the handled ones"
+    );
+    let targets = rule["Properties"]["Targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1);
+    assert_eq!(targets[0]["Arn"], get_att("EventsQueue", "Arn"));
+    let policy = &resources["EventsQueuePolicy"];
+    assert_eq!(condition("EventsQueuePolicy"), "StreamingIngress");
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    assert_eq!(statements.len(), 1);
+    let statement = &statements[0];
+    assert_eq!(statement["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(statement["Action"], "sqs:SendMessage");
+    assert_eq!(
+        statement["Condition"]["ArnEquals"]["aws:SourceArn"],
+        get_att("OktaEventsRule", "Arn"),
+        "only the Okta rule may send"
+    );
+    let modes = &doc["Parameters"]["IngressMode"];
+    assert_eq!(modes["Default"], "EventHook");
+    assert_eq!(
+        modes["AllowedValues"],
+        serde_json::json!(["EventHook", "LogStreaming"])
     );
 }
