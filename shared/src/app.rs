@@ -72,6 +72,7 @@ pub struct App {
     pub hook: HookConfig,
     /// `STATE_URL`: where state that outlives a run is kept (the catch-up's cursor).
     pub state_url: Option<String>,
+    events_queue_url: Option<String>,
     /// The catch-up cursor's key: one per Okta org and installation.
     catchup_key: String,
     /// Set once Port's blueprint definitions were read for the mapping (live path).
@@ -93,6 +94,7 @@ impl App {
             options,
             hook: config.hook.clone(),
             state_url: config.state_url.clone(),
+            events_queue_url: config.events_queue_url.clone(),
             catchup_key: format!(
                 "catchup-{}-{}",
                 config.okta.base_url.host_str().unwrap_or("okta"),
@@ -179,18 +181,36 @@ impl App {
         state_url: &str,
         since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<CatchupReport, CatchupError> {
-        let store = crate::state::from_url(state_url)?;
+        let store = crate::state::from_url(state_url).await?;
         self.read_blueprints().await;
         let processors = live::default_processors();
-        catchup::catch_up(
-            &self.okta,
-            &self.live(),
-            &processors,
-            store.as_ref(),
-            &self.catchup_key,
-            since,
-        )
-        .await
+        let ctx = self.live();
+        let sink = catchup::ApplyNow {
+            ctx: &ctx,
+            processors: &processors,
+        };
+        catchup::catch_up(&self.okta, &sink, store.as_ref(), &self.catchup_key, since).await
+    }
+
+    /// The resync function's scheduled catch-up (input `{"catchUp": true}`): one System Log
+    /// pass whose new events go onto the events queue, for the consumer to apply.
+    pub async fn scheduled_catch_up(&self) -> Result<CatchupReport, CatchupError> {
+        let state_url = self.state_url.as_deref().ok_or(CatchupError::Missing(
+            "STATE_URL",
+            "where the catch-up keeps its cursor",
+        ))?;
+        let queue_url = self.events_queue_url.clone().ok_or(CatchupError::Missing(
+            "EVENTS_QUEUE_URL",
+            "where the catch-up queues the events",
+        ))?;
+        let store = crate::state::from_url(state_url).await?;
+        let queue = crate::queue::Sqs::from_env(queue_url).await;
+        let sink = catchup::Enqueue(&queue);
+        let report = catchup::catch_up(&self.okta, &sink, store.as_ref(), &self.catchup_key, None).await?;
+        if let Ok(json) = serde_json::to_string(&report) {
+            tracing::info!(report = %json, "catch-up finished");
+        }
+        Ok(report)
     }
 
     /// The live path's view of the clients and mapping.
@@ -300,6 +320,12 @@ impl App {
 /// The resync function's input. EventBridge Scheduler hands the schedule's `Input` over
 /// verbatim; a classic EventBridge rule wraps it in an envelope whose `detail` holds it.
 /// Both may be empty.
+/// Whether the resync function's input asks for a catch-up pass (`{"catchUp": true}`, as
+/// the stack's catch-up schedule sends it) rather than a resync.
+pub fn is_catch_up(event: &Value) -> bool {
+    event["catchUp"] == true || event["detail"]["catchUp"] == true
+}
+
 pub fn scheduled_overrides(event: Value) -> Result<RunOverrides, serde_json::Error> {
     let input = match event {
         Value::Object(mut map) if map.contains_key("detail-type") && map.contains_key("source") => {

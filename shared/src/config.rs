@@ -41,6 +41,8 @@ fn list_problems(problems: &[ConfigError]) -> String {
 pub const DEFAULT_OKTA_SCOPES: [&str; 3] = ["okta.users.read", "okta.groups.read", "okta.apps.read"];
 /// Added to the default scopes when `WEBHOOK_URL` is set (the hook is provisioned then).
 pub const HOOK_SCOPE: &str = "okta.eventHooks.manage";
+/// Added by default when `STATE_URL` is set: the System Log catch-up reads the log.
+pub const LOGS_SCOPE: &str = "okta.logs.read";
 
 /// An Okta OAuth 2.0 service app (client credentials with `private_key_jwt`).
 #[derive(Debug, Clone)]
@@ -154,8 +156,11 @@ pub struct Config {
     /// The mapping configuration: `PORT_APP_CONFIG_FILE` (a path) or `PORT_APP_CONFIG`
     /// (inline YAML), else the built-in mapping. Compiled when the `App` is built.
     pub mapping: crate::mapping::config::ConfigSource,
-    /// `STATE_URL`: `file:///path` (see `state`); the CLI has a default, the functions none.
+    /// `STATE_URL`: `file:///path` or `s3://bucket/prefix` (see `state`); the CLI has a
+    /// default, the functions none.
     pub state_url: Option<String>,
+    /// `EVENTS_QUEUE_URL`: where the scheduled catch-up queues what it finds.
+    pub events_queue_url: Option<String>,
 }
 
 impl Config {
@@ -183,6 +188,7 @@ impl Config {
             hook: HookConfig::from_lookup(&get),
             mapping: crate::mapping::config::ConfigSource::from_lookup(&get),
             state_url: var("STATE_URL"),
+            events_queue_url: var("EVENTS_QUEUE_URL"),
         })
     }
 }
@@ -336,6 +342,9 @@ fn service_app(var: &dyn Fn(&'static str) -> Option<String>) -> Result<ServiceAp
             let mut scopes: Vec<String> = DEFAULT_OKTA_SCOPES.iter().map(|s| (*s).to_owned()).collect();
             if var("WEBHOOK_URL").is_some() {
                 scopes.push(HOOK_SCOPE.to_owned());
+            }
+            if var("STATE_URL").is_some() {
+                scopes.push(LOGS_SCOPE.to_owned());
             }
             scopes
         }

@@ -1,6 +1,6 @@
 //! Where okta-port keeps what must outlive one run (the System Log catch-up's cursor),
-//! named by `STATE_URL`. Locally a directory (`file:///path`); a store in S3 is not built
-//! yet and is refused by name rather than ignored.
+//! named by `STATE_URL`: a directory locally (`file:///path`), an S3 prefix in AWS
+//! (`s3://bucket/prefix`, the stack's state bucket).
 
 use std::path::PathBuf;
 
@@ -22,7 +22,7 @@ pub trait StateStore: Send + Sync {
 }
 
 /// The store `STATE_URL` names.
-pub fn from_url(url: &str) -> Result<Box<dyn StateStore>, StateError> {
+pub async fn from_url(url: &str) -> Result<Box<dyn StateStore>, StateError> {
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
             return Err(StateError::Url(
@@ -34,13 +34,96 @@ pub fn from_url(url: &str) -> Result<Box<dyn StateStore>, StateError> {
             dir: PathBuf::from(path),
         }));
     }
-    if url.starts_with("s3://") {
-        return Err(StateError::Url(
-            url.into(),
-            "an S3 state store is not supported yet; use file:///path",
-        ));
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(StateError::Url(
+                url.into(),
+                "an s3:// URL needs a bucket (s3://bucket/prefix)",
+            ));
+        }
+        return Ok(Box::new(S3Store::new(bucket, prefix).await));
     }
-    Err(StateError::Url(url.into(), "must be file:///path"))
+    Err(StateError::Url(
+        url.into(),
+        "must be file:///path or s3://bucket/prefix",
+    ))
+}
+
+/// Objects under a prefix of an S3 bucket, one per key.
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    async fn new(bucket: &str, prefix: &str) -> Self {
+        let config = crate::aws::sdk_config(crate::aws::GENERAL).await;
+        // A custom endpoint (moto, a local S3) serves buckets by path, not by host name.
+        let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(path_style)
+            .build();
+        Self {
+            client: aws_sdk_s3::Client::from_conf(s3),
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        }
+    }
+
+    fn object(&self, key: &str) -> String {
+        match self.prefix.as_str() {
+            "" => format!("{key}.json"),
+            prefix => format!("{prefix}/{key}.json"),
+        }
+    }
+
+    fn error(&self, key: &str, e: impl std::error::Error) -> StateError {
+        StateError::Io {
+            key: key.into(),
+            message: format!(
+                "s3://{}/{}: {}",
+                self.bucket,
+                self.object(key),
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for S3Store {
+    async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object(key))
+            .send()
+            .await;
+        match got {
+            Ok(object) => {
+                let bytes = object.body.collect().await.map_err(|e| self.error(key, e))?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    async fn save(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.object(key))
+            .content_type("application/json")
+            .body(value.to_vec().into())
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        Ok(())
+    }
 }
 
 /// One file per key in a directory, written to a temporary file and renamed into place.
@@ -95,9 +178,9 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_file_store_round_trips_and_refuses_what_it_cannot_be() {
+    async fn a_file_store_round_trips_and_bad_urls_are_refused() {
         let dir = std::env::temp_dir().join(format!("okta-port-state-{}", std::process::id()));
-        let store = from_url(&format!("file://{}", dir.display())).unwrap();
+        let store = from_url(&format!("file://{}", dir.display())).await.unwrap();
         assert_eq!(store.load("cursor/okta.example").await.unwrap(), None);
         store.save("cursor/okta.example", b"{\"a\":1}").await.unwrap();
         assert_eq!(
@@ -105,13 +188,8 @@ mod tests {
             Some(&b"{\"a\":1}"[..])
         );
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(
-            from_url("s3://bucket/prefix")
-                .err()
-                .unwrap()
-                .to_string()
-                .contains("not supported yet")
-        );
-        assert!(from_url("file://relative").is_err() && from_url("/tmp/x").is_err());
+        for bad in ["file://relative", "/tmp/x", "s3:///prefix"] {
+            assert!(from_url(bad).await.is_err(), "{bad}");
+        }
     }
 }

@@ -113,9 +113,13 @@ async fn a_failed_page_leaves_the_cursor_and_the_next_pass_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_url_it_cannot_use_is_a_configuration_error() {
     let (env, _) = env_after_an_outage().await;
-    let run = env
-        .run_cli(&["catchup"], &[("STATE_URL", "s3://bucket/prefix")])
-        .await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
-    assert!(run.stderr.contains("not supported yet"), "{}", run.stderr);
+    for (url, says) in [
+        ("file://relative/state", "absolute path"),
+        ("https://example.com/state", "file:///path or s3://bucket/prefix"),
+    ] {
+        let run = env.run_cli(&["catchup"], &[("STATE_URL", url)]).await;
+        assert_eq!(run.code, Some(2), "{url}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{url}: {}", run.stderr);
+    }
+    assert_eq!(env.okta.calls().by_endpoint.get("logs"), None, "nothing was read");
 }

@@ -597,9 +597,17 @@ fn check_iam(t: &Template) -> Checked {
                 "sqs:deletemessage",
                 "sqs:getqueueattributes",
             ],
-            _ => &[],
+            // The catch-up hands what it finds to the consumer.
+            _ => &["sqs:sendmessage"],
         };
         expected.extend(on_queue.iter().map(|a| (a.to_string(), queue.clone())));
+        if binary == "resync" {
+            // The catch-up's cursor, under its prefix of the state bucket only.
+            let cursor = json!({ "Fn::Sub": "${StateBucket.Arn}/okta-port/*" }).to_string();
+            expected.insert(("s3:getobject".into(), cursor.clone()));
+            expected.insert(("s3:putobject".into(), cursor));
+            expected.insert(("s3:listbucket".into(), get_att("StateBucket", "Arn").to_string()));
+        }
 
         for (action, resource) in granted.difference(&expected) {
             found.push(format!(
@@ -615,7 +623,9 @@ fn check_iam(t: &Template) -> Checked {
             "consumer" if sqs.iter().any(|(a, _)| a.starts_with("sqs:sendmessage")) => {
                 found.push(format!("the consumer {id} can send to a queue"));
             }
-            "resync" if !sqs.is_empty() => found.push(format!("the resync {id} touches a queue: {sqs:?}")),
+            "resync" if sqs.iter().any(|(a, _)| a != "sqs:sendmessage") => found.push(format!(
+                "the resync {id} may do more than send to the queue: {sqs:?}"
+            )),
             _ => {}
         }
     }
@@ -829,10 +839,34 @@ fn check_schedule(t: &Template) -> Checked {
             }
         }
     }
-    let [(id, name, event)] = &schedules[..] else {
+    // The catch-up's schedule (input `{"catchUp": true}`) is checked apart.
+    let is_catch_up = |event: &Value| {
+        event["Properties"]["Input"]
+            .as_str()
+            .and_then(|i| serde_json::from_str::<Value>(i).ok())
+            .is_some_and(|i| i["catchUp"] == true)
+    };
+    let (catch_ups, resyncs): (Vec<_>, Vec<_>) = schedules.iter().partition(|(_, _, e)| is_catch_up(e));
+    match &catch_ups[..] {
+        [(id, name, event)] => {
+            if id != resync || event["Type"] != "ScheduleV2" {
+                found.push(format!(
+                    "the catch-up schedule {id}.{name} must be a ScheduleV2 on {resync}"
+                ));
+            }
+            let expression = event["Properties"]["ScheduleExpression"].to_string();
+            if !(expression.contains("rate(15 minutes)") && expression.contains("rate(1 minute)")) {
+                found.push(format!(
+                    "{id}.{name}: every 15 minutes, every minute in Polling mode; is {expression}"
+                ));
+            }
+        }
+        other => found.push(format!("expected one catch-up schedule; found {}", other.len())),
+    }
+    let [(id, name, event)] = &resyncs[..] else {
         found.push(format!(
-            "expected one schedule, on {resync}; found {}",
-            schedules.len()
+            "expected one resync schedule, on {resync}; found {}",
+            resyncs.len()
         ));
         return problems(found);
     };
@@ -1133,7 +1167,7 @@ fn each_function_may_do_only_its_own_job() {
         check_iam,
         &resync_polls,
         "the resync reads a queue",
-        "touches a queue",
+        "may do more than send to the queue",
     );
 
     let wildcard_action = t.mutated(|d| statements_of(d, &consumer_role)[1]["Action"] = json!("sqs:*"));
@@ -1567,6 +1601,43 @@ fn the_ingress_mode_decides_between_the_public_url_and_log_streaming() {
     assert_eq!(modes["Default"], "EventHook");
     assert_eq!(
         modes["AllowedValues"],
-        serde_json::json!(["EventHook", "LogStreaming"])
+        serde_json::json!(["EventHook", "LogStreaming", "Polling"])
     );
+}
+
+#[test]
+fn the_state_bucket_is_private_encrypted_and_expires_what_is_stale() {
+    let t = Template::load();
+    let bucket = &t.doc["Resources"]["StateBucket"]["Properties"];
+    let block = &bucket["PublicAccessBlockConfiguration"];
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[setting], true, "{setting}");
+    }
+    let encryption = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+    assert!(encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"].is_string());
+    let rules = bucket["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .expect("a lifecycle rule");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["Status"] == "Enabled" && r["ExpirationInDays"].as_u64().is_some())
+    );
+    let policy = &t.doc["Resources"]["StateBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(policy["Effect"], "Deny");
+    assert_eq!(
+        policy["Condition"]["Bool"]["aws:SecureTransport"], "false",
+        "TLS only"
+    );
+    let env = t.prop(t.function("resync").unwrap(), "Environment").unwrap();
+    assert_eq!(
+        env["Variables"]["STATE_URL"],
+        json!({ "Fn::Sub": "s3://${StateBucket}/okta-port" })
+    );
+    assert_eq!(env["Variables"]["EVENTS_QUEUE_URL"], reference("EventsQueue"));
 }

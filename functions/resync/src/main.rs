@@ -1,10 +1,15 @@
-//! Scheduled Lambda: one full Okta → Port resync per invocation.
+//! Scheduled Lambda: one full Okta to Port resync per invocation, or, with the input
+//! `{"catchUp": true}`, one System Log catch-up pass that queues what the hook missed.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use okta_port::{App, Report, metrics};
+use okta_port::app::is_catch_up;
+use okta_port::{App, metrics};
 use serde_json::Value;
 
-async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Report, Error> {
+async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    if is_catch_up(&event.payload) {
+        return Ok(serde_json::to_value(app.scheduled_catch_up().await?)?);
+    }
     let request_id = event.context.request_id.clone();
     let result = app.scheduled_resync(event.payload).await;
     let report = match &result {
@@ -12,7 +17,7 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Report, Error> {
         Err(e) => e.report(),
     };
     metrics::emit_stdout(&metrics::resync(report, result.is_err(), Some(&request_id)));
-    Ok(result?)
+    Ok(serde_json::to_value(result?)?)
 }
 
 #[tokio::main]

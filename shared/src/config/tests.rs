@@ -145,6 +145,16 @@ fn a_service_app_is_configured_instead_of_a_token() {
             .scopes
             .contains(&HOOK_SCOPE.to_owned())
     );
+    // The catch-up configured: the log scope too.
+    let mut with_state = pairs.clone();
+    with_state.push(("STATE_URL", "s3://bucket/okta-port".into()));
+    let scopes = Config::from_lookup(owned_lookup(with_state))
+        .unwrap()
+        .okta
+        .service_app
+        .unwrap()
+        .scopes;
+    assert!(scopes.contains(&LOGS_SCOPE.to_owned()) && scopes.contains(&HOOK_SCOPE.to_owned()));
     pairs.push(("OKTA_SCOPES", "okta.users.read okta.groups.read".into()));
     let c = Config::from_lookup(owned_lookup(pairs)).unwrap();
     assert_eq!(

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,6 +18,7 @@ use serde_json::Value;
 use super::live::{self, Context, Processor};
 use crate::events::{HANDLED_EVENT_TYPES, parse_event};
 use crate::okta::{LogPosition, OktaError, SystemLog};
+use crate::queue::EventQueue;
 use crate::state::{StateError, StateStore};
 
 /// How far behind the cursor each pass reads again.
@@ -36,12 +38,10 @@ pub enum CatchupError {
     State(#[from] StateError),
     #[error("the stored cursor cannot be read ({0}); pass --since to start over")]
     Cursor(String),
-    #[error("{failed} of {events} events could not be applied (e.g. {example}); the cursor did not move")]
-    Apply {
-        failed: usize,
-        events: usize,
-        example: String,
-    },
+    #[error("{0}; the cursor did not move")]
+    HandOn(String),
+    #[error("missing configuration: set the environment variable {0} ({1})")]
+    Missing(&'static str, &'static str),
 }
 
 /// Where the last pass ended.
@@ -61,10 +61,11 @@ pub struct CatchupReport {
     /// Events read, and those not seen before.
     pub events: usize,
     pub new_events: usize,
-    /// New events of the types okta-port handles.
+    /// New events of the types okta-port handles (applied, or queued for the consumer).
     pub handled: usize,
     /// Events that cannot be used (no type, targets of the wrong shape): set aside.
     pub malformed: usize,
+    /// Objects converged (when the pass applies the events itself).
     pub converged: usize,
     /// The cursor saved at the end.
     pub cursor: Option<String>,
@@ -82,8 +83,7 @@ pub fn event_filter() -> String {
 /// One catch-up pass: read from the cursor (or `since`), apply what is new, save the cursor.
 pub async fn catch_up(
     log: &dyn SystemLog,
-    ctx: &Context<'_>,
-    processors: &[Box<dyn Processor>],
+    sink: &dyn EventSink,
     store: &dyn StateStore,
     key: &str,
     since: Option<DateTime<Utc>>,
@@ -105,7 +105,8 @@ pub async fn catch_up(
     let events = read_log(log, &from, &mut report).await?;
     let fresh: Vec<&Value> = new_events(&events, &cursor.seen);
     report.new_events = fresh.len();
-    apply(&fresh, ctx, processors, &mut report).await?;
+    let messages = to_messages(&fresh, &mut report);
+    report.converged = sink.hand_on(&messages).await.map_err(CatchupError::HandOn)?;
     let next = advance(&cursor, &events);
     report.cursor = next
         .published
@@ -162,13 +163,8 @@ fn new_events<'a>(events: &'a [Value], seen: &BTreeSet<String>) -> Vec<&'a Value
         .collect()
 }
 
-/// Applies the events through the live path, in batches; any failure fails the pass.
-async fn apply(
-    events: &[&Value],
-    ctx: &Context<'_>,
-    processors: &[Box<dyn Processor>],
-    report: &mut CatchupReport,
-) -> Result<(), CatchupError> {
+/// The handled events as queue messages `(uuid, body)`; the others are counted.
+fn to_messages(events: &[&Value], report: &mut CatchupReport) -> Vec<(String, String)> {
     let mut messages = Vec::new();
     for (index, event) in events.iter().enumerate() {
         match parse_event(event, None) {
@@ -188,25 +184,61 @@ async fn apply(
             }
         }
     }
-    let (mut failed, mut example) = (0, String::new());
-    for batch in messages.chunks(BATCH) {
-        let result = live::apply_batch(batch, processors, ctx).await;
-        report.converged += result.converged;
-        failed += result.failed_messages.len();
-        if example.is_empty()
-            && let Some(reason) = result.failures.values().next()
-        {
-            example = reason.clone();
+    messages
+}
+
+/// Where a pass hands its new events: to the live path at once (the CLI), or onto the
+/// queue for the consumer (the scheduled catch-up in AWS).
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Hands every message on, or says what failed (the cursor then stays). Returns the
+    /// objects converged, when the sink converges them itself.
+    async fn hand_on(&self, messages: &[(String, String)]) -> Result<usize, String>;
+}
+
+/// Applies the events through the live path, in batches as the consumer takes them.
+pub struct ApplyNow<'a> {
+    pub ctx: &'a Context<'a>,
+    pub processors: &'a [Box<dyn Processor>],
+}
+
+#[async_trait]
+impl EventSink for ApplyNow<'_> {
+    async fn hand_on(&self, messages: &[(String, String)]) -> Result<usize, String> {
+        let (mut converged, mut failed, mut example) = (0, 0, String::new());
+        for batch in messages.chunks(BATCH) {
+            let result = live::apply_batch(batch, self.processors, self.ctx).await;
+            converged += result.converged;
+            failed += result.failed_messages.len();
+            if example.is_empty()
+                && let Some(reason) = result.failures.values().next()
+            {
+                example = reason.clone();
+            }
         }
+        if failed > 0 {
+            return Err(format!(
+                "{failed} of {} events could not be applied (e.g. {example})",
+                messages.len()
+            ));
+        }
+        Ok(converged)
     }
-    if failed > 0 {
-        return Err(CatchupError::Apply {
-            failed,
-            events: messages.len(),
-            example,
-        });
+}
+
+/// Puts the events on the queue; the consumer applies them (and retries what fails).
+pub struct Enqueue<'a, Q: EventQueue>(pub &'a Q);
+
+#[async_trait]
+impl<Q: EventQueue> EventSink for Enqueue<'_, Q> {
+    async fn hand_on(&self, messages: &[(String, String)]) -> Result<usize, String> {
+        let bodies: Vec<String> = messages.iter().map(|(_, body)| body.clone()).collect();
+        self.0
+            .send_all(&bodies)
+            .await
+            .map_err(|e| format!("queueing the events: {e}"))?;
+        Ok(0)
     }
-    Ok(())
 }
 
 /// The cursor after `events` were applied: the newest `published`, and the uuids seen in
