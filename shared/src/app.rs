@@ -75,6 +75,8 @@ pub struct App {
     events_queue_url: Option<String>,
     /// The catch-up cursor's key: one per Okta org and installation.
     catchup_key: String,
+    /// The scheduled catch-up's state store and queue client, once per process.
+    catchup_io: tokio::sync::OnceCell<(Box<dyn crate::state::StateStore>, crate::queue::Sqs)>,
     /// Set once Port's blueprint definitions were read for the mapping (live path).
     blueprints_read: tokio::sync::OnceCell<()>,
 }
@@ -100,6 +102,7 @@ impl App {
                 config.okta.base_url.host_str().unwrap_or("okta"),
                 config.port.installation_id
             ),
+            catchup_io: tokio::sync::OnceCell::new(),
             blueprints_read: tokio::sync::OnceCell::new(),
         })
     }
@@ -203,9 +206,15 @@ impl App {
             "EVENTS_QUEUE_URL",
             "where the catch-up queues the events",
         ))?;
-        let store = crate::state::from_url(state_url).await?;
-        let queue = crate::queue::Sqs::from_env(queue_url).await;
-        let sink = catchup::Enqueue(&queue);
+        // Built once per process: a warm function reuses its S3 and SQS clients every pass.
+        let (store, queue) = self
+            .catchup_io
+            .get_or_try_init(|| async {
+                let store = crate::state::from_url(state_url).await?;
+                Ok::<_, CatchupError>((store, crate::queue::Sqs::from_env(queue_url).await))
+            })
+            .await?;
+        let sink = catchup::Enqueue(queue);
         let report = catchup::catch_up(&self.okta, &sink, store.as_ref(), &self.catchup_key, None).await?;
         if let Ok(json) = serde_json::to_string(&report) {
             tracing::info!(report = %json, "catch-up finished");

@@ -95,7 +95,7 @@ impl<'p> Attempts<'p> {
         self.rate_limit_waits
     }
 
-    /// A wait the server asked for (or `fallback`), capped by the policy.
+    /// `wait` (one the server asked for, or a backoff), capped by the policy.
     pub fn capped(&self, wait: Duration) -> Duration {
         wait.min(self.policy.max_delay)
     }

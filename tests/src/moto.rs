@@ -29,15 +29,90 @@ pub async fn sqs_endpoint() -> String {
     SERVER.get_or_init(start_moto).await.clone()
 }
 
-/// An SQS client for `endpoint` with moto's static test credentials, region us-east-1.
-pub async fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+/// The AWS configuration for moto at `endpoint`: static test credentials, us-east-1.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
         .load()
-        .await;
-    aws_sdk_sqs::Client::new(&config)
+        .await
+}
+
+/// An SQS client for `endpoint` with moto's static test credentials, region us-east-1.
+pub async fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&sdk_config(endpoint).await)
+}
+
+/// An S3 client for moto (buckets by path, as a custom endpoint serves them).
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(&sdk_config(endpoint).await)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A queue's ARN.
+pub async fn queue_arn(client: &aws_sdk_sqs::Client, queue_url: &str) -> String {
+    client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("read the queue's ARN")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("GetQueueAttributes returns the ARN")
+}
+
+/// What the stack wires for Okta Log Streaming, on moto: an event bus, a rule on the
+/// handled event types, and the queue as its target. Returns the client and the bus name.
+pub async fn okta_streaming_bus(endpoint: &str, queue_arn: &str) -> (aws_sdk_eventbridge::Client, String) {
+    let bridge = aws_sdk_eventbridge::Client::new(&sdk_config(endpoint).await);
+    let bus = unique_name("okta-log-streaming");
+    bridge
+        .create_event_bus()
+        .name(&bus)
+        .send()
+        .await
+        .expect("create the bus");
+    let pattern = serde_json::json!({ "detail": { "eventType": okta_port::events::HANDLED_EVENT_TYPES } });
+    bridge
+        .put_rule()
+        .name("okta-handled-events")
+        .event_bus_name(&bus)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .expect("create the rule");
+    let target = aws_sdk_eventbridge::types::Target::builder()
+        .id("events-queue")
+        .arn(queue_arn)
+        .build()
+        .expect("a target");
+    bridge
+        .put_targets()
+        .rule("okta-handled-events")
+        .event_bus_name(&bus)
+        .targets(target)
+        .send()
+        .await
+        .expect("target the queue");
+    (bridge, bus)
+}
+
+/// One System Log event as Okta Log Streaming puts it on the bus.
+pub fn log_streaming_entry(
+    bus: &str,
+    event: &serde_json::Value,
+) -> aws_sdk_eventbridge::types::PutEventsRequestEntry {
+    aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .event_bus_name(bus)
+        .source("aws.partner/okta.com/example/okta-port")
+        .detail_type("SystemLog")
+        .detail(event.to_string())
+        .build()
 }
 
 /// Creates a fresh queue pair, unique per call so parallel tests never share messages:
@@ -53,16 +128,7 @@ pub async fn create_queue(client: &aws_sdk_sqs::Client, name_prefix: &str) -> (S
         .expect("create the dead-letter queue")
         .queue_url
         .expect("CreateQueue returns the URL");
-    let dlq_arn = client
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("read the dead-letter queue's ARN")
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .expect("GetQueueAttributes returns the ARN");
+    let dlq_arn = queue_arn(client, &dlq_url).await;
     let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3" });
     let queue_url = client
         .create_queue()

@@ -13,22 +13,6 @@ use okta_port_tests::moto;
 use okta_port_tests::orggen::{OrgSpec, generate};
 use serde_json::{Value, json};
 
-async fn s3(endpoint: &str) -> aws_sdk_s3::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "static",
-        ))
-        .load()
-        .await;
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
 async fn drain(sqs: &Sqs, at_least: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut bodies = Vec::new();
@@ -69,7 +53,7 @@ async fn the_scheduled_catch_up_queues_what_the_hook_missed_and_keeps_its_cursor
     let sqs_client = moto::sqs_client(&endpoint).await;
     let (queue_url, _dlq) = moto::create_queue(&sqs_client, "catchup").await;
     let bucket = format!("okta-port-state-{}", std::process::id());
-    let s3 = s3(&endpoint).await;
+    let s3 = moto::s3_client(&endpoint).await;
     s3.create_bucket()
         .bucket(&bucket)
         .send()

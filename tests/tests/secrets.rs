@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use okta_port::App;
 use okta_port::app::AppError;
 use okta_port::config::ConfigError;
@@ -17,13 +16,7 @@ use okta_port_tests::orggen::{OrgSpec, generate};
 use serde_json::json;
 
 async fn client_for(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&config)
+    aws_sdk_secretsmanager::Client::new(&moto::sdk_config(endpoint).await)
 }
 
 async fn client() -> aws_sdk_secretsmanager::Client {

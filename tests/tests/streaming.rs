@@ -4,27 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_eventbridge::types::{PutEventsRequestEntry, Target};
-use aws_sdk_sqs::types::QueueAttributeName;
-use okta_port::events::HANDLED_EVENT_TYPES;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use okta_port::queue::Sqs;
 use okta_port_tests::expected;
 use okta_port_tests::harness::{Env, assert_catalog, consume, diff, local_dev_changes};
 use okta_port_tests::moto;
 use okta_port_tests::orggen::{OrgSpec, generate};
 use serde_json::json;
-
-async fn eventbridge(endpoint: &str) -> aws_sdk_eventbridge::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_eventbridge::config::Credentials::new(
-            "testing", "testing", None, None, "static",
-        ))
-        .load()
-        .await;
-    aws_sdk_eventbridge::Client::new(&config)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_streaming_events_reach_port_through_eventbridge_and_the_queue() {
@@ -51,61 +37,15 @@ async fn log_streaming_events_reach_port_through_eventbridge_and_the_queue() {
     let endpoint = moto::sqs_endpoint().await;
     let sqs_client = moto::sqs_client(&endpoint).await;
     let (queue_url, _dlq) = moto::create_queue(&sqs_client, "streaming").await;
-    let queue_arn = sqs_client
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let bus_name = format!("okta-log-streaming-{}", std::process::id());
-    let bridge = eventbridge(&endpoint).await;
-    bridge
-        .create_event_bus()
-        .name(&bus_name)
-        .send()
-        .await
-        .expect("create the bus");
-    let pattern = json!({ "detail": { "eventType": HANDLED_EVENT_TYPES } });
-    bridge
-        .put_rule()
-        .name("okta-handled-events")
-        .event_bus_name(&bus_name)
-        .event_pattern(pattern.to_string())
-        .send()
-        .await
-        .expect("create the rule");
-    bridge
-        .put_targets()
-        .rule("okta-handled-events")
-        .event_bus_name(&bus_name)
-        .targets(
-            Target::builder()
-                .id("events-queue")
-                .arn(&queue_arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("target the queue");
+    let queue_arn = moto::queue_arn(&sqs_client, &queue_url).await;
+    let (bridge, bus_name) = moto::okta_streaming_bus(&endpoint, &queue_arn).await;
 
     // Okta puts each System Log event on the bus, with one it does not handle among them.
     let unhandled = json!({ "uuid": "session-1", "eventType": "user.session.start", "published": "2026-12-07T10:00:00.000Z", "target": [] });
     let entries: Vec<PutEventsRequestEntry> = events
         .iter()
         .chain([&unhandled])
-        .map(|event| {
-            PutEventsRequestEntry::builder()
-                .event_bus_name(&bus_name)
-                .source("aws.partner/okta.com/example/okta-port")
-                .detail_type("SystemLog")
-                .detail(event.to_string())
-                .build()
-        })
+        .map(|event| moto::log_streaming_entry(&bus_name, event))
         .collect();
     for chunk in entries.chunks(10) {
         let out = bridge

@@ -88,11 +88,10 @@ pub async fn catch_up(
     key: &str,
     since: Option<DateTime<Utc>>,
 ) -> Result<CatchupReport, CatchupError> {
-    let stored = load_cursor(store, key).await?;
-    let cursor = if since.is_some() {
-        Cursor::default()
-    } else {
-        stored
+    // `since` starts over: the stored cursor is neither read nor needed (even if corrupt).
+    let cursor = match since {
+        Some(_) => Cursor::default(),
+        None => load_cursor(store, key).await?,
     };
     let start = since
         .or(cursor.published.map(|p| p - OVERLAP))

@@ -13,16 +13,13 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_eventbridge::types::{PutEventsRequestEntry, Target};
-use aws_sdk_sqs::types::QueueAttributeName;
-use okta_port::events::HANDLED_EVENT_TYPES;
 use okta_port::queue::{MemoryQueue, Sqs};
 use okta_port::sync::live::default_processors;
 use okta_port::webhook;
 use okta_port_tests::harness::{Env, WEBHOOK_SECRET, delivery_request, webhook_config};
 use okta_port_tests::moto;
 use okta_port_tests::orggen::{OrgSpec, generate, hook_delivery};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// One change: a user's department, which Port shows as a property.
 fn change(env: &Env, round: usize) -> (String, String, Vec<Value>) {
@@ -104,60 +101,16 @@ async fn main() {
     let endpoint = moto::sqs_endpoint().await;
     let sqs_client = moto::sqs_client(&endpoint).await;
     let (queue_url, _dlq) = moto::create_queue(&sqs_client, "bench-streaming").await;
-    let queue_arn = sqs_client
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&endpoint)
-        .credentials_provider(aws_sdk_eventbridge::config::Credentials::new(
-            "testing", "testing", None, None, "static",
-        ))
-        .load()
-        .await;
-    let bridge = aws_sdk_eventbridge::Client::new(&config);
-    let bus = format!("bench-okta-{}", std::process::id());
-    bridge.create_event_bus().name(&bus).send().await.unwrap();
-    let pattern = json!({ "detail": { "eventType": HANDLED_EVENT_TYPES } });
-    bridge
-        .put_rule()
-        .name("bench")
-        .event_bus_name(&bus)
-        .event_pattern(pattern.to_string())
-        .send()
-        .await
-        .unwrap();
-    let target = Target::builder().id("queue").arn(&queue_arn).build().unwrap();
-    bridge
-        .put_targets()
-        .rule("bench")
-        .event_bus_name(&bus)
-        .targets(target)
-        .send()
-        .await
-        .unwrap();
+    let queue_arn = moto::queue_arn(&sqs_client, &queue_url).await;
+    let (bridge, bus) = moto::okta_streaming_bus(&endpoint, &queue_arn).await;
     let sqs = Sqs::new(sqs_client, queue_url);
     let mut times = Vec::new();
     for round in changes..2 * changes {
         let (user, department, events) = change(&env, round);
         let started = Instant::now();
-        let entries: Vec<PutEventsRequestEntry> = events
+        let entries: Vec<_> = events
             .iter()
-            .map(|e| {
-                PutEventsRequestEntry::builder()
-                    .event_bus_name(&bus)
-                    .source("aws.partner/okta.com/bench/okta-port")
-                    .detail_type("SystemLog")
-                    .detail(e.to_string())
-                    .build()
-            })
+            .map(|e| moto::log_streaming_entry(&bus, e))
             .collect();
         bridge
             .put_events()
