@@ -123,3 +123,30 @@ async fn a_state_url_it_cannot_use_is_a_configuration_error() {
     }
     assert_eq!(env.okta.calls().by_endpoint.get("logs"), None, "nothing was read");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_cursor_is_refused_and_since_starts_over() {
+    let (env, _) = env_after_an_outage().await;
+    let expected = env.okta.with_org(|org| expected::catalog(org));
+    let (dir, state_url) = state_dir("corrupt");
+    let run = env.run_cli(&["catchup"], &[("STATE_URL", &state_url)]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"not a cursor").unwrap();
+    }
+    let run = env.run_cli(&["catchup"], &[("STATE_URL", &state_url)]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("pass --since"), "{}", run.stderr);
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let run = env
+        .run_cli(&["catchup", "--since", &since], &[("STATE_URL", &state_url)])
+        .await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "--since ignores the stored cursor: {}",
+        run.stderr
+    );
+    assert_catalog(&env.catalog(), &expected);
+    std::fs::remove_dir_all(dir).unwrap();
+}
