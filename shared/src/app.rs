@@ -52,6 +52,9 @@ pub enum InvocationError {
     /// The run finished but is incomplete: failed listings or entities, refused deletions.
     #[error("resync incomplete: {summary}")]
     Incomplete { summary: String, report: Box<Report> },
+    /// A resumable run was asked for where no `STATE_URL` can hold its checkpoint.
+    #[error("a resumable resync needs STATE_URL (s3://bucket/prefix) for its checkpoint")]
+    NoStateStore,
 }
 
 impl InvocationError {
@@ -135,12 +138,64 @@ impl App {
         .await
     }
 
+    /// A resync that goes on from the checkpoint in the store `state_url` names, if there
+    /// is one, and that stops reading Okta at `stop_at` with a new checkpoint saved (the
+    /// report then says it is resumable).
+    pub async fn resumable_resync(
+        &self,
+        overrides: RunOverrides,
+        state_url: &str,
+        stop_at: Option<tokio::time::Instant>,
+    ) -> Result<Report, SyncError> {
+        let store = crate::state::from_url(state_url)
+            .await
+            .map_err(|e| SyncError::Checkpoint(e.into()))?;
+        let options = overrides.apply(&self.options);
+        let budget = sync::Budget {
+            stop_at,
+            checkpoints: Some(store.as_ref()),
+            max_age: options.checkpoint_max_age,
+        };
+        sync::resync_within(&self.okta, &self.port, &self.mapping, &options, budget).await
+    }
+
     /// One invocation of the scheduled resync function: the run (with the schedule's
     /// overrides), then, with `WEBHOOK_URL` set, the event hook check. Anything short of
     /// complete is an error carrying the report.
     pub async fn scheduled_resync(&self, payload: Value) -> Result<Report, InvocationError> {
+        self.scheduled_resync_until(payload, Duration::ZERO).await
+    }
+
+    /// `scheduled_resync` in an invocation with `left` to go. Input `{"resumable": true}`
+    /// (how the state machine invokes it) makes the run resumable: it reads Okta for two
+    /// thirds of `left` at most, keeps a checkpoint in `STATE_URL`, and answers with a
+    /// report whose `resumable` says whether to invoke it again.
+    pub async fn scheduled_resync_until(
+        &self,
+        payload: Value,
+        left: Duration,
+    ) -> Result<Report, InvocationError> {
+        let resumable = payload.get("resumable").and_then(Value::as_bool).unwrap_or(false);
+        let mut payload = payload;
+        if let Some(fields) = payload.as_object_mut() {
+            fields.remove("resumable");
+        }
         let overrides = scheduled_overrides(payload)?;
-        let mut report = self.resync(overrides).await?;
+        let mut report = match (resumable, &self.state_url) {
+            (false, _) => self.resync(overrides).await?,
+            (true, None) => return Err(InvocationError::NoStateStore),
+            (true, Some(url)) => {
+                let stop_at = (!left.is_zero()).then(|| tokio::time::Instant::now() + left * 2 / 3);
+                self.resumable_resync(overrides, url, stop_at).await?
+            }
+        };
+        if report.resumable {
+            tracing::info!(
+                listings_left = report.listings_left,
+                "resync paused; the state machine invokes it again"
+            );
+            return Ok(report);
+        }
         if self.hook.url.is_some() {
             // A hook problem must not block the resync, but it fails the invocation.
             match self.ensure_hook(None).await {

@@ -93,6 +93,8 @@ pub struct ResyncOptions {
     pub allow_mass_deletion: bool,
     /// Compute and report the plan without writing anything.
     pub dry_run: bool,
+    /// A resync checkpoint older than this (from when that resync started) is discarded.
+    pub checkpoint_max_age: Duration,
 }
 
 impl Default for ResyncOptions {
@@ -101,6 +103,7 @@ impl Default for ResyncOptions {
             deletion_threshold: 0.5,
             allow_mass_deletion: false,
             dry_run: false,
+            checkpoint_max_age: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -269,9 +272,27 @@ fn resync_options(var: Var<'_>, problems: &mut Problems) -> Option<ResyncOptions
         }),
     );
     let allow_mass_deletion = problems.check(parse_bool(var("ALLOW_MASS_DELETION"), "ALLOW_MASS_DELETION"));
+    let max_age = problems.check(
+        parse_or(
+            var("RESYNC_CHECKPOINT_MAX_AGE"),
+            "RESYNC_CHECKPOINT_MAX_AGE",
+            43_200u64,
+        )
+        .and_then(|s| {
+            if s >= 60 {
+                Ok(Duration::from_secs(s))
+            } else {
+                Err(ConfigError::Invalid {
+                    var: "RESYNC_CHECKPOINT_MAX_AGE",
+                    reason: "must be a number of seconds, at least 60".into(),
+                })
+            }
+        }),
+    );
     Some(ResyncOptions {
         deletion_threshold: deletion_threshold?,
         allow_mass_deletion: allow_mass_deletion?,
+        checkpoint_max_age: max_age?,
         ..ResyncOptions::default()
     })
 }

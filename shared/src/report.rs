@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 /// Usage of one API during a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ApiStats {
     /// Requests sent, retries included.
     pub calls: u64,
@@ -71,6 +71,14 @@ pub struct Report {
     pub unmapped: Vec<Failure>,
     /// Why the run is incomplete (failed listings, refused deletions); empty on success.
     pub errors: Vec<String>,
+    /// Stopped at its time budget with a checkpoint saved: the next run goes on from it.
+    pub resumable: bool,
+    /// Set when this run went on from a checkpoint: when the resync it continues started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
+    /// Listings still to read when a resumable run stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listings_left: Option<usize>,
 }
 
 impl Report {
@@ -149,6 +157,16 @@ impl Report {
                 ""
             }
         );
+        if let Some(from) = &self.resumed_from {
+            out += &format!("went on from the checkpoint of the resync started at {from}\n");
+        }
+        if self.resumable {
+            out += &format!(
+                "incomplete: the time budget ran out with {} listings left to read; the \
+                 checkpoint is saved, and the same command goes on from it\n",
+                self.listings_left.unwrap_or(0)
+            );
+        }
         for e in &self.errors {
             out += &format!("error: {e}\n");
         }

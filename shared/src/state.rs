@@ -19,6 +19,8 @@ pub enum StateError {
 pub trait StateStore: Send + Sync {
     async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     async fn save(&self, key: &str, value: &[u8]) -> Result<(), StateError>;
+    /// Removes the value; removing what is not there is no error.
+    async fn remove(&self, key: &str) -> Result<(), StateError>;
 }
 
 /// The store `STATE_URL` names.
@@ -124,6 +126,17 @@ impl StateStore for S3Store {
             .map_err(|e| self.error(key, e))?;
         Ok(())
     }
+
+    async fn remove(&self, key: &str) -> Result<(), StateError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.object(key))
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        Ok(())
+    }
 }
 
 /// One file per key in a directory, written to a temporary file and renamed into place.
@@ -170,6 +183,16 @@ impl StateStore for FileStore {
         let partial = path.with_extension("json.partial");
         tokio::fs::write(&partial, value).await.map_err(io)?;
         tokio::fs::rename(&partial, &path).await.map_err(io)
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StateError> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Io {
+                key: key.into(),
+                message: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use okta_port::mapping::jq::JqMapping;
 use okta_port::mapping::{AppMapping, DefaultMapping, Mapping, MappingError, UserLinks};
 use okta_port::port::PortSink;
 use okta_port::queue::MemoryQueue;
-use okta_port::sync::{Snapshot, map_snapshot};
+use okta_port::sync::{WholeSnapshot as Snapshot, map_snapshot};
 use okta_port_tests::expected::{self, ManagerIndex};
 use okta_port_tests::harness::{Env, assert_catalog, consume, deliver, normalize};
 use okta_port_tests::orggen::{Org, OrgSpec, generate};

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use okta_port::app::InvocationError;
-use okta_port::okta::{OktaError, OktaSource, UserListing};
+use okta_port::okta::{Listing, OktaError, OktaSource, Page};
 use okta_port::report::ApiStats;
 use okta_port::sync;
 use okta_port_tests::expected::{self, APP_BLUEPRINT, GROUP_BLUEPRINT, USER_BLUEPRINT};
@@ -237,8 +237,8 @@ async fn an_unsafe_okta_domain_is_refused_and_no_token_leaves() {
 
 type Hook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
-/// The real Okta client, with `hook` run once the user listing is read and before the
-/// resync goes on: the moment a live event lands between the listing and the writes.
+/// The real Okta client, with `hook` run once the last page of users is read and before
+/// the resync goes on: the moment a live event lands between the listing and the writes.
 struct PausingOkta {
     inner: okta_port::okta::Client,
     hook: Mutex<Option<Hook>>,
@@ -246,27 +246,16 @@ struct PausingOkta {
 
 #[async_trait::async_trait]
 impl OktaSource for PausingOkta {
-    async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError> {
-        let users = self.inner.list_users(listing).await;
-        if listing == UserListing::Default {
+    async fn page(&self, listing: &Listing, next: Option<&str>) -> Result<Page, OktaError> {
+        let page = self.inner.page(listing, next).await;
+        let last_user_page = *listing == Listing::Users && page.as_ref().is_ok_and(|p| p.next.is_none());
+        if last_user_page {
             let hook = self.hook.lock().unwrap().take();
             if let Some(hook) = hook {
                 hook().await;
             }
         }
-        users
-    }
-    async fn list_groups(&self) -> Result<Vec<Value>, OktaError> {
-        self.inner.list_groups().await
-    }
-    async fn list_group_member_ids(&self, group_id: &str) -> Result<Vec<String>, OktaError> {
-        self.inner.list_group_member_ids(group_id).await
-    }
-    async fn list_apps(&self) -> Result<Vec<Value>, OktaError> {
-        self.inner.list_apps().await
-    }
-    async fn list_app_user_ids(&self, app_id: &str) -> Result<Vec<String>, OktaError> {
-        self.inner.list_app_user_ids(app_id).await
+        page
     }
     async fn user(&self, id: &str) -> Result<Option<Value>, OktaError> {
         self.inner.user(id).await

@@ -1,5 +1,7 @@
-//! Scheduled Lambda: one full Okta to Port resync per invocation, or, with the input
-//! `{"catchUp": true}`, one System Log catch-up pass that queues what the hook missed.
+//! Scheduled Lambda: one full Okta to Port resync per invocation; with the input
+//! `{"resumable": true}` (the resync state machine's), as much of one as the invocation
+//! allows, going on from and saving a checkpoint; with `{"catchUp": true}`, one System
+//! Log catch-up pass that queues what the hook missed.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use okta_port::app::is_catch_up;
@@ -11,7 +13,12 @@ async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
         return Ok(serde_json::to_value(app.scheduled_catch_up().await?)?);
     }
     let request_id = event.context.request_id.clone();
-    let result = app.scheduled_resync(event.payload).await;
+    let left = event
+        .context
+        .deadline()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    let result = app.scheduled_resync_until(event.payload, left).await;
     let report = match &result {
         Ok(report) => Some(report),
         Err(e) => e.report(),

@@ -28,6 +28,14 @@ enum Command {
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Keep a checkpoint in this directory: a run that must stop saves where it
+        /// stands there, and the next run goes on from it (for backfills of large orgs).
+        #[arg(long, value_name = "DIR")]
+        state: Option<std::path::PathBuf>,
+        /// With --state: stop reading Okta after this many seconds, save the checkpoint
+        /// and exit 75; run the same command again to go on.
+        #[arg(long, value_name = "SECS", requires = "state")]
+        time_budget: Option<u64>,
     },
     /// Create the oktaUser, oktaGroup and oktaApplication blueprints if they are missing.
     Blueprints,
@@ -87,12 +95,18 @@ async fn main() -> ExitCode {
             dry_run,
             allow_mass_deletion,
             json,
+            state,
+            time_budget,
         } => {
             let overrides = RunOverrides {
                 dry_run,
                 allow_mass_deletion,
             };
-            resync(&app, overrides, json).await
+            let resumable = state.map(|dir| Resumable {
+                dir,
+                budget: time_budget.map(std::time::Duration::from_secs),
+            });
+            resync(&app, overrides, resumable, json).await
         }
         Command::EnsureHook { url, update_secret } => ensure_hook(&app, url.as_deref(), update_secret).await,
         Command::PutSecret { .. } => unreachable!("handled before the configuration is read"),
@@ -174,10 +188,36 @@ async fn ready(command: &Command) -> Result<App, String> {
     }
 }
 
+/// `resync --state DIR [--time-budget SECS]`.
+struct Resumable {
+    dir: std::path::PathBuf,
+    budget: Option<std::time::Duration>,
+}
+
+/// Exit code of a run that stopped at its time budget and can go on (EX_TEMPFAIL).
+const EXIT_RESUMABLE: u8 = 75;
+
 /// `resync`: the report on stdout (text or JSON); exit 1 when it lists failures, 2 when
-/// the mapping configuration cannot work.
-async fn resync(app: &App, overrides: RunOverrides, json: bool) -> ExitCode {
-    let result = app.resync(overrides).await;
+/// the mapping configuration cannot work, 75 when it stopped at its time budget with a
+/// checkpoint saved.
+async fn resync(app: &App, overrides: RunOverrides, resumable: Option<Resumable>, json: bool) -> ExitCode {
+    let result = match resumable {
+        None => app.resync(overrides).await,
+        Some(Resumable { dir, budget }) => {
+            let dir = match std::path::absolute(&dir) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    eprintln!("okta-port: --state {}: {e}", dir.display());
+                    return ExitCode::from(2);
+                }
+            };
+            // Pages already asked for get a few seconds more once the budget is spent.
+            let stop_at =
+                budget.map(|b| tokio::time::Instant::now() + b.saturating_sub(okta_port::sync::READ_DRAIN));
+            let url = format!("file://{}", dir.display());
+            app.resumable_resync(overrides, &url, stop_at).await
+        }
+    };
     okta_port::status_line::clear();
     match result {
         Ok(report) => {
@@ -189,7 +229,9 @@ async fn resync(app: &App, overrides: RunOverrides, json: bool) -> ExitCode {
             } else {
                 print!("{}", report.to_text());
             }
-            if report.is_success() {
+            if report.resumable {
+                ExitCode::from(EXIT_RESUMABLE)
+            } else if report.is_success() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

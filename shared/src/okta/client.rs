@@ -15,9 +15,9 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use super::{
-    APP_USERS_PAGE, APPS_PAGE, Budget, GROUP_USERS_PAGE, GROUPS_PAGE, LOG_PAGE, LogPage, LogPosition,
-    OktaAuth, OktaError, OktaSource, RateLimiter, RequestAuth, SystemLog, USERS_PAGE, UserListing, bucket_of,
-    next_link, scope_for,
+    APP_USERS_PAGE, APPS_PAGE, Budget, GROUP_USERS_PAGE, GROUPS_PAGE, LOG_PAGE, Listing, LogPage,
+    LogPosition, OktaAuth, OktaError, OktaSource, Page, RateLimiter, RequestAuth, SystemLog, USERS_PAGE,
+    bucket_of, next_link, scope_for,
 };
 use crate::config::OktaConfig;
 use crate::report::ApiStats;
@@ -350,44 +350,52 @@ fn api_error_with_hint(
 
 #[async_trait]
 impl OktaSource for Client {
-    async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError> {
-        let limit = USERS_PAGE.to_string();
-        match listing {
-            UserListing::Default => self.list("/api/v1/users", &[("limit", &limit)]).await,
-            UserListing::Deprovisioned => {
-                self.list(
-                    "/api/v1/users",
-                    &[("search", "status eq \"DEPROVISIONED\""), ("limit", &limit)],
-                )
-                .await
+    async fn page(&self, listing: &Listing, next: Option<&str>) -> Result<Page, OktaError> {
+        let (path, query): (String, Vec<(&str, String)>) = match listing {
+            Listing::Users => ("/api/v1/users".into(), vec![("limit", USERS_PAGE.to_string())]),
+            Listing::DeprovisionedUsers => (
+                "/api/v1/users".into(),
+                vec![
+                    ("search", "status eq \"DEPROVISIONED\"".into()),
+                    ("limit", USERS_PAGE.to_string()),
+                ],
+            ),
+            Listing::Groups => ("/api/v1/groups".into(), vec![("limit", GROUPS_PAGE.to_string())]),
+            Listing::Apps => ("/api/v1/apps".into(), vec![("limit", APPS_PAGE.to_string())]),
+            Listing::GroupMembers(id) => (
+                format!("/api/v1/groups/{}/users", encode_segment(id)),
+                vec![("limit", GROUP_USERS_PAGE.to_string())],
+            ),
+            Listing::AppUsers(id) => (
+                format!("/api/v1/apps/{}/users", encode_segment(id)),
+                vec![("limit", APP_USERS_PAGE.to_string())],
+            ),
+        };
+        let url = match next {
+            Some(link) => self.next_url(&path, link)?,
+            None => {
+                let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                self.url(&path, &query)
             }
-        }
-    }
-
-    async fn list_groups(&self) -> Result<Vec<Value>, OktaError> {
-        self.list("/api/v1/groups", &[("limit", &GROUPS_PAGE.to_string())])
-            .await
-    }
-
-    async fn list_group_member_ids(&self, group_id: &str) -> Result<Vec<String>, OktaError> {
-        let path = format!("/api/v1/groups/{}/users", encode_segment(group_id));
-        let members: Vec<IdOnly> = self
-            .list(&path, &[("limit", &GROUP_USERS_PAGE.to_string())])
-            .await?;
-        Ok(members.into_iter().map(|m| m.id).collect())
-    }
-
-    async fn list_apps(&self) -> Result<Vec<Value>, OktaError> {
-        self.list("/api/v1/apps", &[("limit", &APPS_PAGE.to_string())])
-            .await
-    }
-
-    async fn list_app_user_ids(&self, app_id: &str) -> Result<Vec<String>, OktaError> {
-        let path = format!("/api/v1/apps/{}/users", encode_segment(app_id));
-        let users: Vec<IdOnly> = self
-            .list(&path, &[("limit", &APP_USERS_PAGE.to_string())])
-            .await?;
-        Ok(users.into_iter().map(|u| u.id).collect())
+        };
+        let (body, headers) = self.send(url).await?;
+        let next = next_link(&headers);
+        let objects: Vec<Value> = if listing.is_members() {
+            // Members come as whole user objects; only their ids are kept.
+            let members: Vec<IdOnly> = parse(&path, &body)?;
+            members
+                .into_iter()
+                .map(|m| serde_json::json!({ "id": m.id }))
+                .collect()
+        } else {
+            parse(&path, &body)?
+        };
+        crate::progress::page(
+            &crate::progress::listing_name(&path),
+            objects.len(),
+            next.is_none(),
+        );
+        Ok(Page { objects, next })
     }
 
     async fn user(&self, id: &str) -> Result<Option<Value>, OktaError> {

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{OktaError, OktaSource, UserListing};
+use super::{Listing, OktaError, OktaSource, Page};
+
+/// Objects per page: small, so the core's tests page through every listing.
+const PAGE: usize = 2;
 use crate::report::ApiStats;
 
 #[derive(Default)]
@@ -96,33 +99,37 @@ fn api_error(status: u16, endpoint: &str) -> OktaError {
     }
 }
 
-fn ids(set: Option<&BTreeSet<String>>) -> Vec<String> {
-    set.map(|s| s.iter().cloned().collect()).unwrap_or_default()
-}
-
 #[async_trait]
 impl OktaSource for MemoryOkta {
-    async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError> {
-        let deprovisioned = listing == UserListing::Deprovisioned;
-        self.read("users", |org| {
-            org.users
-                .values()
-                .filter(|u| (u["status"] == "DEPROVISIONED") == deprovisioned)
-                .cloned()
-                .collect()
-        })
-    }
-    async fn list_groups(&self) -> Result<Vec<Value>, OktaError> {
-        self.read("groups", |org| org.groups.values().cloned().collect())
-    }
-    async fn list_group_member_ids(&self, group_id: &str) -> Result<Vec<String>, OktaError> {
-        self.read("members", |org| ids(org.members.get(group_id)))
-    }
-    async fn list_apps(&self) -> Result<Vec<Value>, OktaError> {
-        self.read("apps", |org| org.apps.values().cloned().collect())
-    }
-    async fn list_app_user_ids(&self, app_id: &str) -> Result<Vec<String>, OktaError> {
-        self.read("app_users", |org| ids(org.assigned.get(app_id)))
+    async fn page(&self, listing: &Listing, next: Option<&str>) -> Result<Page, OktaError> {
+        let name = match listing {
+            Listing::Users | Listing::DeprovisionedUsers => "users",
+            Listing::Groups => "groups",
+            Listing::Apps => "apps",
+            Listing::GroupMembers(_) => "members",
+            Listing::AppUsers(_) => "app_users",
+        };
+        let skip: usize = next.map_or(Ok(0), str::parse).map_err(|_| api_error(400, name))?;
+        let all = self.read(name, |org| -> Vec<Value> {
+            let stub = |id: &String| json!({ "id": id });
+            match listing {
+                Listing::Users | Listing::DeprovisionedUsers => {
+                    let deprovisioned = *listing == Listing::DeprovisionedUsers;
+                    let users = org.users.values();
+                    users
+                        .filter(|u| (u["status"] == "DEPROVISIONED") == deprovisioned)
+                        .cloned()
+                        .collect()
+                }
+                Listing::Groups => org.groups.values().cloned().collect(),
+                Listing::Apps => org.apps.values().cloned().collect(),
+                Listing::GroupMembers(g) => org.members.get(g).into_iter().flatten().map(stub).collect(),
+                Listing::AppUsers(a) => org.assigned.get(a).into_iter().flatten().map(stub).collect(),
+            }
+        })?;
+        let objects: Vec<Value> = all.iter().skip(skip).take(PAGE).cloned().collect();
+        let next = (skip + PAGE < all.len()).then(|| (skip + PAGE).to_string());
+        Ok(Page { objects, next })
     }
     async fn user(&self, id: &str) -> Result<Option<Value>, OktaError> {
         self.read("user", |org| org.users.get(id).cloned())

@@ -77,18 +77,87 @@ pub enum UserListing {
     Deprovisioned,
 }
 
-/// Okta as the sync core reads it: whole listings for the resync, single objects and
-/// searches for the live path. `Client` is the HTTP implementation; the core's own tests
-/// use an in-memory one.
+/// One listing of a full resync, read a page at a time: the objects themselves, or the
+/// member ids of one group or app.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Listing {
+    Users,
+    DeprovisionedUsers,
+    Groups,
+    Apps,
+    GroupMembers(String),
+    AppUsers(String),
+}
+
+impl Listing {
+    /// Member listings yield ids; the others whole objects.
+    pub fn is_members(&self) -> bool {
+        matches!(self, Listing::GroupMembers(_) | Listing::AppUsers(_))
+    }
+
+    /// The Okta rate-limit bucket its calls count in.
+    pub fn bucket(&self) -> &'static str {
+        match self {
+            Listing::Users | Listing::DeprovisionedUsers => "users.list",
+            Listing::Groups => "groups.list",
+            Listing::GroupMembers(_) => "groups.users",
+            Listing::Apps | Listing::AppUsers(_) => "apps",
+        }
+    }
+}
+
+/// One page of a listing: objects (or, for a member listing, `{"id"}` stubs) and the
+/// opaque cursor of the next page, `None` on the last.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub objects: Vec<Value>,
+    pub next: Option<String>,
+}
+
+/// Okta as the sync core reads it: listings page by page for the resync, single objects
+/// and searches for the live path. `Client` is the HTTP implementation; the core's own
+/// tests use an in-memory one.
 #[async_trait]
 pub trait OktaSource: Send + Sync {
-    async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError>;
-    async fn list_groups(&self) -> Result<Vec<Value>, OktaError>;
+    /// One page of `listing`: the first when `next` is `None`, else the one `next` names
+    /// (a cursor a page before returned).
+    async fn page(&self, listing: &Listing, next: Option<&str>) -> Result<Page, OktaError>;
+    /// Every page of `listing`.
+    async fn list_all(&self, listing: &Listing) -> Result<Vec<Value>, OktaError> {
+        let mut all = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self.page(listing, next.as_deref()).await?;
+            all.extend(page.objects);
+            match page.next {
+                Some(n) => next = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+    async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError> {
+        self.list_all(match listing {
+            UserListing::Default => &Listing::Users,
+            UserListing::Deprovisioned => &Listing::DeprovisionedUsers,
+        })
+        .await
+    }
+    async fn list_groups(&self) -> Result<Vec<Value>, OktaError> {
+        self.list_all(&Listing::Groups).await
+    }
     /// Ids of a group's members.
-    async fn list_group_member_ids(&self, group_id: &str) -> Result<Vec<String>, OktaError>;
-    async fn list_apps(&self) -> Result<Vec<Value>, OktaError>;
+    async fn list_group_member_ids(&self, group_id: &str) -> Result<Vec<String>, OktaError> {
+        let members = self.list_all(&Listing::GroupMembers(group_id.into())).await?;
+        Ok(ids_of(&members))
+    }
+    async fn list_apps(&self) -> Result<Vec<Value>, OktaError> {
+        self.list_all(&Listing::Apps).await
+    }
     /// Ids of the users assigned to an app, directly or through a group.
-    async fn list_app_user_ids(&self, app_id: &str) -> Result<Vec<String>, OktaError>;
+    async fn list_app_user_ids(&self, app_id: &str) -> Result<Vec<String>, OktaError> {
+        let users = self.list_all(&Listing::AppUsers(app_id.into())).await?;
+        Ok(ids_of(&users))
+    }
     /// One user, `None` when Okta has no such user.
     async fn user(&self, id: &str) -> Result<Option<Value>, OktaError>;
     /// The user's group objects (what a jq mapping sees as `.groups`).

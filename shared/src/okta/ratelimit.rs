@@ -15,8 +15,6 @@ use rand::Rng;
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
-/// Requests left unused in each window, for other clients of the same token.
-const RESERVE: u32 = 1;
 /// How long to poll while the first request to a bucket tells us its budget.
 const PROBE_POLL: Duration = Duration::from_millis(10);
 
@@ -101,7 +99,8 @@ impl RateLimiter {
                     // Unknown budget: one request goes alone to learn it.
                     None if state.in_flight == 0 => None,
                     None => Some((PROBE_POLL, false)),
-                    Some((remaining, _)) if remaining > state.in_flight + RESERVE => None,
+                    // The whole budget is ours to use: a reserve would cost a window per window.
+                    Some((remaining, _)) if remaining > state.in_flight => None,
                     Some((_, reset_at)) => {
                         let jitter = Duration::from_millis(rand::rng().random_range(50..250));
                         Some((reset_at - now + jitter, true))
@@ -218,12 +217,21 @@ mod tests {
                 resets_in: Duration::from_secs(5),
             }),
         );
-        rl.acquire("apps").await; // 2 left, 1 reserved → fits
+        rl.acquire("apps").await; // 2 left → fits
         rl.release(
             "apps",
             Some(Budget {
                 limit: 3,
                 remaining: 1,
+                resets_in: Duration::from_secs(5),
+            }),
+        );
+        rl.acquire("apps").await; // the last one of the window fits too
+        rl.release(
+            "apps",
+            Some(Budget {
+                limit: 3,
+                remaining: 0,
                 resets_in: Duration::from_secs(5),
             }),
         );

@@ -315,6 +315,19 @@ impl Client {
         blueprint: &str,
         rules: Vec<Value>,
     ) -> Result<Vec<StoredEntity>, PortError> {
+        let mut all = Vec::new();
+        self.search_own_pages(blueprint, rules, &mut |page| all.extend(page))
+            .await?;
+        Ok(all)
+    }
+
+    /// `search_own`, each page handed to `on_page` as it arrives.
+    pub async fn search_own_pages(
+        &self,
+        blueprint: &str,
+        rules: Vec<Value>,
+        on_page: &mut (dyn FnMut(Vec<StoredEntity>) + Send),
+    ) -> Result<(), PortError> {
         #[derive(Deserialize)]
         struct SearchPage {
             entities: Vec<StoredEntity>,
@@ -331,7 +344,6 @@ impl Client {
         all_rules.extend(rules);
         let query = json!({ "combinator": "and", "rules": all_rules });
         let mut from: Option<String> = None;
-        let mut all = Vec::new();
         loop {
             let mut body = json!({ "query": query, "limit": SEARCH_PAGE });
             if let Some(f) = &from {
@@ -343,7 +355,7 @@ impl Client {
                 .await?;
             if status == StatusCode::NOT_FOUND && from.is_none() {
                 // No such blueprint yet: nothing of ours in it.
-                return Ok(Vec::new());
+                return Ok(());
             }
             if !status.is_success() {
                 return Err(Self::api_error(&route, status, &headers, &bytes));
@@ -353,10 +365,10 @@ impl Client {
                     route: route.clone(),
                     message: e.to_string(),
                 })?;
-            all.extend(page.entities);
+            on_page(page.entities);
             match page.next.filter(|n| !n.is_empty()) {
                 Some(n) => from = Some(n),
-                None => return Ok(all),
+                None => return Ok(()),
             }
         }
     }

@@ -8,8 +8,10 @@
 //!   converged.
 
 pub mod catchup;
+pub mod checkpoint;
 #[cfg(test)]
 mod core_tests;
+mod digest;
 pub mod live;
 mod resync;
 mod snapshot;
@@ -17,8 +19,8 @@ pub mod write;
 
 use serde::Deserialize;
 
-pub use self::resync::resync;
-pub use self::snapshot::{Desired, Snapshot, map_snapshot, take_snapshot};
+pub use self::resync::{Budget, resync, resync_within};
+pub use self::snapshot::{DRAIN as READ_DRAIN, Desired, WholeSnapshot, map_snapshot};
 pub use self::write::{Outcomes, is_unchanged, write_waves};
 use crate::config::ResyncOptions;
 use crate::port::PortError;
@@ -32,6 +34,11 @@ pub enum SyncError {
     /// The mapping configuration cannot work on this org (found before any write).
     #[error("mapping configuration: {0}")]
     Configuration(String),
+    /// The local disk the snapshot spills to failed (full, or not writable).
+    #[error("could not keep the snapshot on local disk (TMPDIR): {0}")]
+    Spill(#[source] std::io::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
 }
 
 /// Options a caller can set per run (e.g. from the scheduled event), over the configured ones.

@@ -58,16 +58,39 @@ pub fn write_waves(entities: Vec<Entity>) -> Vec<Vec<Entity>> {
         out
     };
     let deps: Vec<Vec<usize>> = entities.iter().map(refs).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); entities.len()];
+    let (waves_idx, stuck) = wave_order(&deps);
+    let mut slots: Vec<Option<Entity>> = entities.into_iter().map(Some).collect();
+    let mut waves: Vec<Vec<Entity>> = waves_idx
+        .into_iter()
+        .map(|w| {
+            w.into_iter()
+                .map(|i| slots[i].take().expect("placed once"))
+                .collect()
+        })
+        .collect();
+    if !stuck.is_empty() {
+        let full: Vec<Entity> = stuck
+            .iter()
+            .map(|&i| slots[i].take().expect("stuck once"))
+            .collect();
+        waves.extend(break_cycle(full));
+    }
+    waves
+}
+
+/// Waves of indices: each entity after those it depends on (`deps[i]`, indices into the
+/// same list), and those in or behind a cycle, which no order can place.
+pub fn wave_order(deps: &[Vec<usize>]) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); deps.len()];
     let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
     for (i, ds) in deps.iter().enumerate() {
         for &d in ds {
             dependents[d].push(i);
         }
     }
-    let mut waves_idx: Vec<Vec<usize>> = Vec::new();
-    let mut ready: Vec<usize> = (0..entities.len()).filter(|&i| waiting[i] == 0).collect();
-    let mut placed = vec![false; entities.len()];
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    let mut ready: Vec<usize> = (0..deps.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut placed = vec![false; deps.len()];
     while !ready.is_empty() {
         let mut next = Vec::new();
         for &i in &ready {
@@ -79,45 +102,31 @@ pub fn write_waves(entities: Vec<Entity>) -> Vec<Vec<Entity>> {
                 }
             }
         }
-        waves_idx.push(std::mem::replace(&mut ready, next));
+        waves.push(std::mem::replace(&mut ready, next));
     }
-    let stuck: Vec<usize> = (0..entities.len()).filter(|&i| !placed[i]).collect();
-    let mut slots: Vec<Option<Entity>> = entities.into_iter().map(Some).collect();
-    let mut waves: Vec<Vec<Entity>> = waves_idx
-        .into_iter()
-        .map(|w| {
-            w.into_iter()
-                .map(|i| slots[i].take().expect("placed once"))
-                .collect()
+    let stuck = (0..deps.len()).filter(|&i| !placed[i]).collect();
+    (waves, stuck)
+}
+
+/// Entities that point at each other: written first without the relations among them,
+/// then in full.
+pub fn break_cycle(full: Vec<Entity>) -> [Vec<Entity>; 2] {
+    let stuck_ids: HashSet<String> = full.iter().map(|e| e.identifier.clone()).collect();
+    let stripped = full
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.relations.retain(|_, v| match v {
+                Value::String(s) => !stuck_ids.contains(s),
+                Value::Array(a) => !a
+                    .iter()
+                    .any(|x| x.as_str().is_some_and(|s| stuck_ids.contains(s))),
+                _ => true,
+            });
+            e
         })
         .collect();
-    if !stuck.is_empty() {
-        let stuck_ids: HashSet<String> = stuck
-            .iter()
-            .map(|&i| slots[i].as_ref().expect("stuck").identifier.clone())
-            .collect();
-        let full: Vec<Entity> = stuck
-            .iter()
-            .map(|&i| slots[i].take().expect("stuck once"))
-            .collect();
-        let stripped = full
-            .iter()
-            .map(|e| {
-                let mut e = e.clone();
-                e.relations.retain(|_, v| match v {
-                    Value::String(s) => !stuck_ids.contains(s),
-                    Value::Array(a) => !a
-                        .iter()
-                        .any(|x| x.as_str().is_some_and(|s| stuck_ids.contains(s))),
-                    _ => true,
-                });
-                e
-            })
-            .collect();
-        waves.push(stripped);
-        waves.push(full);
-    }
-    waves
+    [stripped, full]
 }
 
 /// The final outcome of entities that may be written more than once.

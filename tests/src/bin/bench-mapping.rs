@@ -14,7 +14,7 @@ use std::time::Instant;
 use okta_port::mapping::config::ConfigSource;
 use okta_port::mapping::jq::JqMapping;
 use okta_port::mapping::{DefaultMapping, Mapping};
-use okta_port::sync::{Snapshot, map_snapshot};
+use okta_port::sync::{WholeSnapshot as Snapshot, map_snapshot};
 use okta_port_tests::orggen::{Org, OrgSpec, generate};
 
 fn snapshot_of(org: &Org) -> Snapshot {

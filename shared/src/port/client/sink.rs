@@ -373,6 +373,14 @@ impl PortSink for Client {
         self.search_own(blueprint, Vec::new()).await
     }
 
+    async fn list_own_pages(
+        &self,
+        blueprint: &str,
+        on_page: &mut (dyn FnMut(Vec<StoredEntity>) + Send),
+    ) -> Result<(), PortError> {
+        self.search_own_pages(blueprint, Vec::new(), on_page).await
+    }
+
     /// Searched 100 identifiers at a time.
     async fn list_own_among(
         &self,

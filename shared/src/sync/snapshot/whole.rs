@@ -1,19 +1,19 @@
-//! Everything a resync reads from Okta, and what the mapping makes of it.
+//! A whole org held in memory as Okta's JSON, and what the mapping makes of it: how the
+//! mapping tests and benchmark compare two mappings object by object. The resync itself
+//! reads into the compact [`super::Snapshot`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use futures::future::join_all;
 use serde_json::Value;
 
 use crate::mapping::{ManagerIndex, Mapped, Mapping, ObjectKind, UserLinks};
-use crate::okta::{OktaSource, UserListing};
 use crate::port::Entity;
 use crate::report::Failure;
 
 /// Everything read from Okta for a resync. A `None` relation map means the listings that
 /// supply it did not all succeed.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub struct WholeSnapshot {
     /// None when either user listing failed.
     pub users: Option<Vec<Value>>,
     pub groups: Option<Vec<Value>>,
@@ -24,82 +24,6 @@ pub struct Snapshot {
     pub user_apps: Option<HashMap<String, Vec<String>>>,
     /// Every listing that failed, with Okta's error.
     pub errors: Vec<String>,
-}
-
-/// Reads the whole org with the fewest calls: users (plus the DEPROVISIONED search),
-/// groups and their members, apps and their users. Relations come from the group and app
-/// side, so there is no per-user call.
-pub async fn take_snapshot<O: OktaSource>(okta: &O) -> Snapshot {
-    let mut snapshot = Snapshot::default();
-    let (users, deprovisioned, groups, apps) = tokio::join!(
-        okta.list_users(UserListing::Default),
-        okta.list_users(UserListing::Deprovisioned),
-        okta.list_groups(),
-        okta.list_apps()
-    );
-    match (users, deprovisioned) {
-        (Ok(mut users), Ok(deprovisioned)) => {
-            // A user changing status between the two listings may appear in both.
-            let mut seen: HashSet<String> = users
-                .iter()
-                .filter_map(|u| u["id"].as_str().map(str::to_owned))
-                .collect();
-            users.extend(
-                deprovisioned
-                    .into_iter()
-                    .filter(|u| u["id"].as_str().is_some_and(|id| seen.insert(id.into()))),
-            );
-            tracing::info!(target: crate::progress::TARGET, users = users.len(), "listed Okta users");
-            snapshot.users = Some(users);
-        }
-        (Err(e), _) | (_, Err(e)) => snapshot.errors.push(format!("listing users: {e}")),
-    }
-    match groups {
-        Ok(groups) => {
-            tracing::info!(target: crate::progress::TARGET, groups = groups.len(), "listed Okta groups; listing members");
-            let ids: Vec<&str> = groups.iter().filter_map(|g| g["id"].as_str()).collect();
-            let members = join_all(ids.iter().map(|id| okta.list_group_member_ids(id))).await;
-            snapshot.user_groups = invert(&ids, members, "members of group", &mut snapshot.errors);
-            snapshot.groups = Some(groups);
-        }
-        Err(e) => snapshot.errors.push(format!("listing groups: {e}")),
-    }
-    match apps {
-        Ok(apps) => {
-            tracing::info!(target: crate::progress::TARGET, apps = apps.len(), "listed Okta apps; listing assigned users");
-            let ids: Vec<&str> = apps.iter().filter_map(|a| a["id"].as_str()).collect();
-            let users = join_all(ids.iter().map(|id| okta.list_app_user_ids(id))).await;
-            snapshot.user_apps = invert(&ids, users, "users of app", &mut snapshot.errors);
-            snapshot.apps = Some(apps);
-        }
-        Err(e) => snapshot.errors.push(format!("listing apps: {e}")),
-    }
-    snapshot
-}
-
-/// Turns per-container member lists into member → containers; None if any list failed.
-fn invert<E: std::fmt::Display>(
-    containers: &[&str],
-    members: Vec<Result<Vec<String>, E>>,
-    what: &str,
-    errors: &mut Vec<String>,
-) -> Option<HashMap<String, Vec<String>>> {
-    let mut map: HashMap<String, Vec<String>> = HashMap::new();
-    let mut complete = true;
-    for (container, result) in containers.iter().zip(members) {
-        match result {
-            Ok(ids) => {
-                for id in ids {
-                    map.entry(id).or_default().push((*container).to_owned());
-                }
-            }
-            Err(e) => {
-                complete = false;
-                errors.push(format!("listing {what} {container}: {e}"));
-            }
-        }
-    }
-    complete.then_some(map)
 }
 
 /// Entities the snapshot produces, per blueprint, plus mapping failures.
@@ -113,7 +37,7 @@ pub struct Desired {
 }
 
 /// Maps every object of the snapshot that can be mapped faithfully.
-pub fn map_snapshot<M: Mapping>(mapping: &M, snapshot: &Snapshot) -> Desired {
+pub fn map_snapshot<M: Mapping>(mapping: &M, snapshot: &WholeSnapshot) -> Desired {
     let mut desired = Desired::default();
     let mut push = |kind: ObjectKind,
                     id: &Value,

@@ -1,0 +1,130 @@
+//! A resync that must stop before it is done saves where it stands in the state store,
+//! and the next run goes on from there: Port's digest as listed when the resync started
+//! (the baseline every write and deletion is rechecked against), the snapshot read so far
+//! with each listing's next-page cursor, and the spilled users. Deletions happen only in
+//! the run that completes the snapshot.
+//!
+//! Two values: the users file first, then the manifest that points into it. The users
+//! file only grows, so an older manifest still reads a newer users file correctly.
+
+use std::io::Read;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::digest::Digest;
+use super::snapshot::{Snapshot, Spill};
+use crate::state::{StateError, StateStore};
+
+const MANIFEST: &str = "resync-checkpoint";
+const USERS: &str = "resync-checkpoint-users";
+/// Bumped when the saved form changes: a checkpoint of another form is started over.
+const FORM: u32 = 1;
+
+/// A resync in progress.
+pub struct Job {
+    pub started_at: DateTime<Utc>,
+    pub digest: Digest,
+    pub snapshot: Snapshot,
+    pub users: Spill,
+    /// Runs (invocations) this resync has taken so far, this one included.
+    pub runs: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    form: u32,
+    started_at: DateTime<Utc>,
+    saved_at: DateTime<Utc>,
+    runs: u32,
+    users_bytes: u64,
+    digest: Digest,
+    snapshot: Snapshot,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("resync checkpoint: {0}")]
+    Store(#[from] StateError),
+    #[error("resync checkpoint: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn save(store: &dyn StateStore, job: &mut Job) -> Result<(), CheckpointError> {
+    let mut users = Vec::with_capacity(job.users.len() as usize);
+    job.users.reader()?.read_to_end(&mut users)?;
+    store.save(USERS, &users).await?;
+    drop(users);
+    let manifest = ManifestRef {
+        form: FORM,
+        started_at: job.started_at,
+        saved_at: Utc::now(),
+        runs: job.runs,
+        users_bytes: job.users.len(),
+        digest: &job.digest,
+        snapshot: &job.snapshot,
+    };
+    let bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
+    store.save(MANIFEST, &bytes).await?;
+    Ok(())
+}
+
+/// `Manifest`, borrowed for saving.
+#[derive(Serialize)]
+struct ManifestRef<'a> {
+    form: u32,
+    started_at: DateTime<Utc>,
+    saved_at: DateTime<Utc>,
+    runs: u32,
+    users_bytes: u64,
+    digest: &'a Digest,
+    snapshot: &'a Snapshot,
+}
+
+/// The saved resync, unless there is none, it is older than `max_age` (counted from
+/// when that resync started) or of another form: then the run starts over.
+pub async fn load(store: &dyn StateStore, max_age: Duration) -> Result<Option<Job>, CheckpointError> {
+    let Some(bytes) = store.load(MANIFEST).await? else {
+        return Ok(None);
+    };
+    let manifest: Manifest = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "the resync checkpoint cannot be read; starting over");
+            return Ok(None);
+        }
+    };
+    drop(bytes);
+    let age = (Utc::now() - manifest.started_at).to_std().unwrap_or_default();
+    if manifest.form != FORM || age > max_age {
+        tracing::warn!(
+            started_at = %manifest.started_at,
+            age_s = age.as_secs(),
+            max_age_s = max_age.as_secs(),
+            "discarding the resync checkpoint (too old, or saved by another version); starting over"
+        );
+        return Ok(None);
+    }
+    let users = store.load(USERS).await?.unwrap_or_default();
+    if (users.len() as u64) < manifest.users_bytes {
+        tracing::warn!("the resync checkpoint's users are missing; starting over");
+        return Ok(None);
+    }
+    let users = Spill::from_reader(&users[..manifest.users_bytes as usize])?;
+    let mut snapshot = manifest.snapshot;
+    snapshot.restore();
+    Ok(Some(Job {
+        started_at: manifest.started_at,
+        digest: manifest.digest,
+        snapshot,
+        users,
+        runs: manifest.runs + 1,
+    }))
+}
+
+pub async fn remove(store: &dyn StateStore) -> Result<(), CheckpointError> {
+    store.remove(MANIFEST).await?;
+    store.remove(USERS).await?;
+    Ok(())
+}
