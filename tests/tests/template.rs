@@ -602,10 +602,12 @@ fn check_iam(t: &Template) -> Checked {
         };
         expected.extend(on_queue.iter().map(|a| (a.to_string(), queue.clone())));
         if binary == "resync" {
-            // The catch-up's cursor, under its prefix of the state bucket only.
+            // The catch-up's cursor and the resync's checkpoint, under its prefix of the
+            // state bucket only.
             let cursor = json!({ "Fn::Sub": "${StateBucket.Arn}/okta-port/*" }).to_string();
             expected.insert(("s3:getobject".into(), cursor.clone()));
-            expected.insert(("s3:putobject".into(), cursor));
+            expected.insert(("s3:putobject".into(), cursor.clone()));
+            expected.insert(("s3:deleteobject".into(), cursor));
             expected.insert(("s3:listbucket".into(), get_att("StateBucket", "Arn").to_string()));
         }
 
@@ -810,14 +812,19 @@ fn check_visibility(t: &Template) -> Checked {
     problems(found)
 }
 
-/// Exactly one schedule, EventBridge Scheduler, on the resync, the expression a parameter,
-/// and a failed run is not retried (it alarms instead).
+/// The state machine that runs the nightly resync, one invocation after another.
+const RESYNC_MACHINE: &str = "ResyncStateMachine";
+
+/// Exactly one nightly schedule, EventBridge Scheduler, on the resync state machine (the
+/// catch-up's on the resync function), the expression a parameter, and a failed run is
+/// not retried (it alarms instead).
 fn check_schedule(t: &Template) -> Checked {
     let resync = t.function("resync")?;
     let scheduled = ["Schedule", "ScheduleV2", "EventBridgeRule", "CloudWatchEvent"];
     let mut schedules = Vec::new();
-    for binary in BINARIES {
-        let id = t.function(binary)?;
+    let machines: Vec<&str> = t.of_type("AWS::Serverless::StateMachine").map(|(id, _)| id).collect();
+    let functions: Vec<&str> = BINARIES.iter().map(|b| t.function(b)).collect::<Result<_, _>>()?;
+    for id in functions.into_iter().chain(machines) {
         for (name, event) in t.events(id) {
             if scheduled.iter().any(|s| event["Type"] == *s) {
                 schedules.push((id.to_owned(), name, event));
@@ -865,14 +872,14 @@ fn check_schedule(t: &Template) -> Checked {
     }
     let [(id, name, event)] = &resyncs[..] else {
         found.push(format!(
-            "expected one resync schedule, on {resync}; found {}",
+            "expected one resync schedule, on {RESYNC_MACHINE}; found {}",
             resyncs.len()
         ));
         return problems(found);
     };
-    if id != resync {
+    if id != RESYNC_MACHINE {
         found.push(format!(
-            "the schedule {id}.{name} targets {id}, not the resync {resync}"
+            "the schedule {id}.{name} targets {id}, not the resync state machine {RESYNC_MACHINE}"
         ));
     }
     let p = &event["Properties"];
@@ -1402,10 +1409,9 @@ fn schedule_targets_the_resync() {
     let t = Template::load();
     check_schedule(&t).unwrap();
 
-    let resync = t.function("resync").unwrap().to_owned();
     let consumer = t.function("consumer").unwrap().to_owned();
     let moved = t.mutated(|d| {
-        let events = d["Resources"][&resync]["Properties"]
+        let events = d["Resources"][RESYNC_MACHINE]["Properties"]
             .as_object_mut()
             .unwrap()
             .remove("Events")
@@ -1421,10 +1427,10 @@ fn schedule_targets_the_resync() {
         check_schedule,
         &moved,
         "the schedule invokes the consumer",
-        "not the resync",
+        "not the resync state machine",
     );
     let retried = t.mutated(|d| {
-        for event in d["Resources"][&resync]["Properties"]["Events"]
+        for event in d["Resources"][RESYNC_MACHINE]["Properties"]["Events"]
             .as_object_mut()
             .unwrap()
             .values_mut()
@@ -1640,4 +1646,102 @@ fn the_state_bucket_is_private_encrypted_and_expires_what_is_stale() {
         json!({ "Fn::Sub": "s3://${StateBucket}/okta-port" })
     );
     assert_eq!(env["Variables"]["EVENTS_QUEUE_URL"], reference("EventsQueue"));
+}
+
+/// The nightly resync runs as a Standard state machine that invokes the resync function
+/// with `{"resumable": true}` until its answer says it is done: one execution at a time,
+/// Lambda's own errors retried, failures alarmed.
+fn check_state_machine(t: &Template) -> Checked {
+    let mut found = Vec::new();
+    let resync = t.function("resync")?;
+    let machine = &t.resources()[RESYNC_MACHINE];
+    let p = &machine["Properties"];
+    if machine["Type"] != "AWS::Serverless::StateMachine" || p["Type"] != "STANDARD" {
+        return Err(format!("{RESYNC_MACHINE} must be a STANDARD AWS::Serverless::StateMachine"));
+    }
+    let states = &p["Definition"]["States"];
+    let invoke = states
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(_, s)| s["Resource"] == "arn:aws:states:::lambda:invoke");
+    let Some((invoke_name, invoke)) = invoke else {
+        return Err(format!("{RESYNC_MACHINE} never invokes a function"));
+    };
+    let function = invoke["Parameters"]["FunctionName"].as_str().unwrap_or_default();
+    let substituted = function
+        .strip_prefix("${")
+        .and_then(|f| f.strip_suffix('}'))
+        .map(|name| p["DefinitionSubstitutions"][name].clone());
+    if substituted != Some(get_att(resync, "Arn")) {
+        found.push(format!("{invoke_name} must invoke {resync}, invokes {function}"));
+    }
+    if invoke["Parameters"]["Payload"]["resumable"] != true {
+        found.push(format!("{invoke_name} must send {{\"resumable\": true}}"));
+    }
+    let retried: Vec<&str> = invoke["Retry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["ErrorEquals"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    for error in ["Lambda.ServiceException", "Lambda.TooManyRequestsException"] {
+        if !retried.contains(&error) {
+            found.push(format!("{invoke_name} does not retry {error}"));
+        }
+    }
+    if retried.contains(&"States.ALL") || retried.contains(&"States.TaskFailed") {
+        found.push(format!("{invoke_name} retries the resync's own failures: they must fail the execution"));
+    }
+    // The loop: a Choice on the answer's `resumable` goes back to the invocation.
+    let loops = states.as_object().into_iter().flatten().any(|(_, s)| {
+        s["Type"] == "Choice"
+            && s["Choices"].as_array().into_iter().flatten().any(|c| {
+                c["Variable"] == "$.run.resumable" && c["BooleanEquals"] == true && c["Next"] == *invoke_name
+            })
+    });
+    if !loops || invoke["ResultSelector"]["resumable.$"] != "$.Payload.resumable" {
+        found.push(format!("{RESYNC_MACHINE} must invoke {invoke_name} again while its answer is resumable"));
+    }
+    let start = &states[p["Definition"]["StartAt"].as_str().unwrap_or_default()];
+    if start["Resource"] != "arn:aws:states:::aws-sdk:sfn:listExecutions" || start["Parameters"]["StatusFilter"] != "RUNNING" {
+        found.push(format!("{RESYNC_MACHINE} must first look for another running execution"));
+    }
+    let alarmed = t.of_type("AWS::CloudWatch::Alarm").any(|(_, a)| {
+        let text = a["Properties"].to_string();
+        text.contains("ExecutionsFailed") && text.contains(&json!({ "Ref": RESYNC_MACHINE }).to_string())
+    });
+    if !alarmed {
+        found.push(format!("no alarm on {RESYNC_MACHINE}'s failed executions"));
+    }
+    problems(found)
+}
+
+#[test]
+fn the_nightly_resync_is_a_state_machine_that_goes_on_until_done() {
+    let t = Template::load();
+    check_state_machine(&t).unwrap();
+    let no_loop = t.mutated(|d| {
+        let states = d["Resources"][RESYNC_MACHINE]["Properties"]["Definition"]["States"]
+            .as_object_mut()
+            .unwrap();
+        for state in states.values_mut() {
+            if state["Type"] == "Choice" {
+                state["Choices"] = json!([]);
+            }
+        }
+    });
+    assert_fails(check_state_machine, &no_loop, "a run that stops is never resumed", "again while");
+    let retry_all = t.mutated(|d| {
+        let states = d["Resources"][RESYNC_MACHINE]["Properties"]["Definition"]["States"]
+            .as_object_mut()
+            .unwrap();
+        for state in states.values_mut() {
+            if state["Resource"] == "arn:aws:states:::lambda:invoke" {
+                state["Retry"] = json!([{ "ErrorEquals": ["States.ALL"], "MaxAttempts": 3 }]);
+            }
+        }
+    });
+    assert_fails(check_state_machine, &retry_all, "a failed resync is retried", "own failures");
 }
