@@ -76,6 +76,8 @@ pub struct Report {
     /// Set when this run went on from a checkpoint: when the resync it continues started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_from: Option<String>,
+    /// Bytes of users and pending writes kept on local disk instead of in memory.
+    pub spilled_bytes: u64,
     /// Listings still to read when a resumable run stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listings_left: Option<usize>,

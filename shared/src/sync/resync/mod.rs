@@ -129,6 +129,7 @@ async fn resync_job<O: OktaSource, P: PortSink, M: Mapping>(
     let end = read_okta(okta, &mut job.snapshot, &mut job.users, budget.stop_at)
         .await
         .map_err(SyncError::Spill)?;
+    report.spilled_bytes = job.users.len();
     if end == ReadEnd::Stopped {
         let store = budget.checkpoints.expect("a run that may stop has a state store");
         checkpoint::save(store, job).await?;
@@ -174,6 +175,7 @@ async fn resync_job<O: OktaSource, P: PortSink, M: Mapping>(
             .map_err(SyncError::Spill)?;
         tally_writes(&pending, &job.digest, &outcomes, report);
     }
+    report.spilled_bytes += pending.spill.len();
     drop(pending);
     crate::progress::phase("deleting what Okta no longer has");
     delete_stale(port, blueprints, &job.digest, options, report).await;
