@@ -822,7 +822,10 @@ fn check_schedule(t: &Template) -> Checked {
     let resync = t.function("resync")?;
     let scheduled = ["Schedule", "ScheduleV2", "EventBridgeRule", "CloudWatchEvent"];
     let mut schedules = Vec::new();
-    let machines: Vec<&str> = t.of_type("AWS::Serverless::StateMachine").map(|(id, _)| id).collect();
+    let machines: Vec<&str> = t
+        .of_type("AWS::Serverless::StateMachine")
+        .map(|(id, _)| id)
+        .collect();
     let functions: Vec<&str> = BINARIES.iter().map(|b| t.function(b)).collect::<Result<_, _>>()?;
     for id in functions.into_iter().chain(machines) {
         for (name, event) in t.events(id) {
@@ -1657,7 +1660,9 @@ fn check_state_machine(t: &Template) -> Checked {
     let machine = &t.resources()[RESYNC_MACHINE];
     let p = &machine["Properties"];
     if machine["Type"] != "AWS::Serverless::StateMachine" || p["Type"] != "STANDARD" {
-        return Err(format!("{RESYNC_MACHINE} must be a STANDARD AWS::Serverless::StateMachine"));
+        return Err(format!(
+            "{RESYNC_MACHINE} must be a STANDARD AWS::Serverless::StateMachine"
+        ));
     }
     let states = &p["Definition"]["States"];
     let invoke = states
@@ -1692,7 +1697,9 @@ fn check_state_machine(t: &Template) -> Checked {
         }
     }
     if retried.contains(&"States.ALL") || retried.contains(&"States.TaskFailed") {
-        found.push(format!("{invoke_name} retries the resync's own failures: they must fail the execution"));
+        found.push(format!(
+            "{invoke_name} retries the resync's own failures: they must fail the execution"
+        ));
     }
     // The loop: a Choice on the answer's `resumable` goes back to the invocation.
     let loops = states.as_object().into_iter().flatten().any(|(_, s)| {
@@ -1702,11 +1709,17 @@ fn check_state_machine(t: &Template) -> Checked {
             })
     });
     if !loops || invoke["ResultSelector"]["resumable.$"] != "$.Payload.resumable" {
-        found.push(format!("{RESYNC_MACHINE} must invoke {invoke_name} again while its answer is resumable"));
+        found.push(format!(
+            "{RESYNC_MACHINE} must invoke {invoke_name} again while its answer is resumable"
+        ));
     }
     let start = &states[p["Definition"]["StartAt"].as_str().unwrap_or_default()];
-    if start["Resource"] != "arn:aws:states:::aws-sdk:sfn:listExecutions" || start["Parameters"]["StatusFilter"] != "RUNNING" {
-        found.push(format!("{RESYNC_MACHINE} must first look for another running execution"));
+    if start["Resource"] != "arn:aws:states:::aws-sdk:sfn:listExecutions"
+        || start["Parameters"]["StatusFilter"] != "RUNNING"
+    {
+        found.push(format!(
+            "{RESYNC_MACHINE} must first look for another running execution"
+        ));
     }
     let alarmed = t.of_type("AWS::CloudWatch::Alarm").any(|(_, a)| {
         let text = a["Properties"].to_string();
@@ -1732,7 +1745,12 @@ fn the_nightly_resync_is_a_state_machine_that_goes_on_until_done() {
             }
         }
     });
-    assert_fails(check_state_machine, &no_loop, "a run that stops is never resumed", "again while");
+    assert_fails(
+        check_state_machine,
+        &no_loop,
+        "a run that stops is never resumed",
+        "again while",
+    );
     let retry_all = t.mutated(|d| {
         let states = d["Resources"][RESYNC_MACHINE]["Properties"]["Definition"]["States"]
             .as_object_mut()
@@ -1743,5 +1761,10 @@ fn the_nightly_resync_is_a_state_machine_that_goes_on_until_done() {
             }
         }
     });
-    assert_fails(check_state_machine, &retry_all, "a failed resync is retried", "own failures");
+    assert_fails(
+        check_state_machine,
+        &retry_all,
+        "a failed resync is retried",
+        "own failures",
+    );
 }

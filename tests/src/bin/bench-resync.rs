@@ -67,7 +67,9 @@ fn run(bin: &str, args: &[String], env: &[(&'static str, String)]) -> Run {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (build it with cargo build --release -p okta-port)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot start {bin}: {e} (build it with cargo build --release -p okta-port)")
+        });
     let mut stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -94,13 +96,24 @@ fn run(bin: &str, args: &[String], env: &[(&'static str, String)]) -> Run {
 /// Okta calls a resync needs at the least: every listing's pages at the maximum page size.
 fn page_minimum(org: &Org) -> (u64, u64) {
     let pages = |n: usize, per: u32| n.div_ceil(per as usize).max(1) as u64;
-    let deprovisioned = org.users.iter().filter(|u| u["status"] == "DEPROVISIONED").count();
+    let deprovisioned = org
+        .users
+        .iter()
+        .filter(|u| u["status"] == "DEPROVISIONED")
+        .count();
     let users = pages(org.users.len() - deprovisioned, USERS_PAGE) + pages(deprovisioned, USERS_PAGE);
     let groups = pages(org.groups.len(), GROUPS_PAGE)
         + org
             .groups
             .iter()
-            .map(|g| pages(org.group_members.get(g["id"].as_str().unwrap()).map_or(0, |m| m.len()), GROUP_USERS_PAGE))
+            .map(|g| {
+                pages(
+                    org.group_members
+                        .get(g["id"].as_str().unwrap())
+                        .map_or(0, |m| m.len()),
+                    GROUP_USERS_PAGE,
+                )
+            })
             .sum::<u64>();
     let apps_bucket = pages(org.apps.len(), APPS_PAGE)
         + org
@@ -174,15 +187,33 @@ async fn main() {
     );
     println!(
         "{:<24} {:>5} {:>8} {:>9} {:>9} {:>10} {:>5} {:>10} {:>9} {:>9}",
-        "run", "exit", "wall s", "peak MiB", "disk MiB", "Okta calls", "429s", "Port calls", "written", "unchanged"
+        "run",
+        "exit",
+        "wall s",
+        "peak MiB",
+        "disk MiB",
+        "Okta calls",
+        "429s",
+        "Port calls",
+        "written",
+        "unchanged"
     );
     let state = std::env::temp_dir().join(format!("bench-resync-{}", std::process::id()));
     let vars = env.variables();
-    let names: &[&str] = if args.once { &["1: into empty Port"] } else { &["1: into empty Port", "2: nothing changed"] };
+    let names: &[&str] = if args.once {
+        &["1: into empty Port"]
+    } else {
+        &["1: into empty Port", "2: nothing changed"]
+    };
     for (n, name) in names.iter().enumerate() {
         let resumed = n == 0 && args.time_budget.is_some();
         let cli: Vec<String> = match args.time_budget.filter(|_| resumed) {
-            Some(budget) => vec!["--state".into(), state.display().to_string(), "--time-budget".into(), budget.to_string()],
+            Some(budget) => vec![
+                "--state".into(),
+                state.display().to_string(),
+                "--time-budget".into(),
+                budget.to_string(),
+            ],
             None => Vec::new(),
         };
         let (mut wall, mut rss, mut disk, mut okta, mut throttled, mut port, mut written, mut unchanged) =
@@ -191,7 +222,9 @@ async fn main() {
         loop {
             runs += 1;
             let (bin, cli, vars) = (args.bin.clone(), cli.clone(), vars.clone());
-            let r = tokio::task::spawn_blocking(move || run(&bin, &cli, &vars)).await.expect("run");
+            let r = tokio::task::spawn_blocking(move || run(&bin, &cli, &vars))
+                .await
+                .expect("run");
             wall += r.wall;
             rss = rss.max(r.rss_mib);
             disk = disk.max(r.report["spilled_bytes"].as_f64().unwrap_or(0.0) / 1048576.0);
@@ -210,7 +243,11 @@ async fn main() {
                 break;
             }
         }
-        let label = if runs > 1 { format!("{name} ({runs} runs)") } else { name.to_string() };
+        let label = if runs > 1 {
+            format!("{name} ({runs} runs)")
+        } else {
+            name.to_string()
+        };
         println!(
             "{label:<24} {:>5} {wall:>8.2} {rss:>9.1} {disk:>9.1} {okta:>10} {throttled:>5} {port:>10} {written:>9} {unchanged:>9}",
             0
@@ -223,7 +260,10 @@ async fn main() {
             );
         }
         if args.workforce && n == 0 {
-            println!("workforce: {wall:.1} s for a lower bound of {lower_bound:.0} s ({:.2} x)", wall / lower_bound.max(1.0));
+            println!(
+                "workforce: {wall:.1} s for a lower bound of {lower_bound:.0} s ({:.2} x)",
+                wall / lower_bound.max(1.0)
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&state);

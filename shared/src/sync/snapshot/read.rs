@@ -48,8 +48,11 @@ pub async fn read_okta<O: OktaSource + ?Sized>(
     let mut active: HashMap<&'static str, usize> = HashMap::new();
     let mut running = FuturesUnordered::new();
     let mut stopping = false;
+    let mut first = true;
     loop {
-        stopping |= stop_at.is_some_and(|t| Instant::now() >= t);
+        // The first pages are always asked for, so every run moves each chain on.
+        stopping |= !first && stop_at.is_some_and(|t| Instant::now() >= t);
+        first = false;
         if !stopping {
             for (bucket, queue) in queues.iter_mut() {
                 let busy = active.entry(bucket).or_default();
