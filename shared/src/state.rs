@@ -2,7 +2,7 @@
 //! named by `STATE_URL`: a directory locally (`file:///path`), an S3 prefix in AWS
 //! (`s3://bucket/prefix`, the stack's state bucket).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
@@ -21,6 +21,17 @@ pub trait StateStore: Send + Sync {
     async fn save(&self, key: &str, value: &[u8]) -> Result<(), StateError>;
     /// Removes the value; removing what is not there is no error.
     async fn remove(&self, key: &str) -> Result<(), StateError>;
+    /// Saves the file at `path` as the value, streamed (a large value never sits in memory).
+    async fn save_file(&self, key: &str, path: &Path) -> Result<(), StateError>;
+    /// Writes the value into the file at `path`, streamed; `false` when there is none.
+    async fn load_file(&self, key: &str, path: &Path) -> Result<bool, StateError>;
+}
+
+fn io_error(key: &str) -> impl Fn(std::io::Error) -> StateError + '_ {
+    move |e| StateError::Io {
+        key: key.into(),
+        message: e.to_string(),
+    }
 }
 
 /// The store `STATE_URL` names.
@@ -127,6 +138,46 @@ impl StateStore for S3Store {
         Ok(())
     }
 
+    async fn save_file(&self, key: &str, path: &Path) -> Result<(), StateError> {
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+            .await
+            .map_err(|e| self.error(key, e))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.object(key))
+            .content_type("application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        Ok(())
+    }
+
+    async fn load_file(&self, key: &str, path: &Path) -> Result<bool, StateError> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object(key))
+            .send()
+            .await;
+        let object = match got {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(false),
+            Err(e) => return Err(self.error(key, e)),
+        };
+        let mut file = tokio::fs::File::create(path).await.map_err(io_error(key))?;
+        let mut body = object.body.into_async_read();
+        tokio::io::copy(&mut body, &mut file)
+            .await
+            .map_err(io_error(key))?;
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(io_error(key))?;
+        Ok(true)
+    }
+
     async fn remove(&self, key: &str) -> Result<(), StateError> {
         self.client
             .delete_object()
@@ -183,6 +234,24 @@ impl StateStore for FileStore {
         let partial = path.with_extension("json.partial");
         tokio::fs::write(&partial, value).await.map_err(io)?;
         tokio::fs::rename(&partial, &path).await.map_err(io)
+    }
+
+    async fn save_file(&self, key: &str, path: &Path) -> Result<(), StateError> {
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(io_error(key))?;
+        let target = self.path(key);
+        let partial = target.with_extension("json.partial");
+        tokio::fs::copy(path, &partial).await.map_err(io_error(key))?;
+        tokio::fs::rename(&partial, &target).await.map_err(io_error(key))
+    }
+
+    async fn load_file(&self, key: &str, path: &Path) -> Result<bool, StateError> {
+        match tokio::fs::copy(self.path(key), path).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(key)(e)),
+        }
     }
 
     async fn remove(&self, key: &str) -> Result<(), StateError> {

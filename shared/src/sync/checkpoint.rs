@@ -7,7 +7,6 @@
 //! Two values: the users file first, then the manifest that points into it. The users
 //! file only grows, so an older manifest still reads a newer users file correctly.
 
-use std::io::Read;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -52,10 +51,7 @@ pub enum CheckpointError {
 }
 
 pub async fn save(store: &dyn StateStore, job: &mut Job) -> Result<(), CheckpointError> {
-    let mut users = Vec::with_capacity(job.users.len() as usize);
-    job.users.reader()?.read_to_end(&mut users)?;
-    store.save(USERS, &users).await?;
-    drop(users);
+    store.save_file(USERS, job.users.path()?).await?;
     let manifest = ManifestRef {
         form: FORM,
         started_at: job.started_at,
@@ -106,12 +102,15 @@ pub async fn load(store: &dyn StateStore, max_age: Duration) -> Result<Option<Jo
         );
         return Ok(None);
     }
-    let users = store.load(USERS).await?.unwrap_or_default();
-    if (users.len() as u64) < manifest.users_bytes {
-        tracing::warn!("the resync checkpoint's users are missing; starting over");
-        return Ok(None);
-    }
-    let users = Spill::from_reader(&users[..manifest.users_bytes as usize])?;
+    let path = Spill::blank_path()?;
+    let found = store.load_file(USERS, &path).await?;
+    let users = match found.then(|| Spill::adopt(path, manifest.users_bytes)) {
+        Some(Ok(users)) => users,
+        _ => {
+            tracing::warn!("the resync checkpoint's users are missing or cut short; starting over");
+            return Ok(None);
+        }
+    };
     let mut snapshot = manifest.snapshot;
     snapshot.restore();
     Ok(Some(Job {

@@ -2,9 +2,12 @@
 //! when dropped), read back by offset. Lambda's ephemeral storage holds what memory should
 //! not (512 MB by default, up to 10 GB).
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use tempfile::TempPath;
 
 /// Where one record lies in a spill file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -16,22 +19,45 @@ pub struct Span {
 pub struct Spill {
     writer: BufWriter<File>,
     len: u64,
+    /// Named, so a checkpoint can stream it to the state store; removed when dropped.
+    path: TempPath,
 }
 
 impl Spill {
     /// An empty spill file in the system's temporary directory (`TMPDIR`, `/tmp` on Lambda).
     pub fn new() -> io::Result<Self> {
+        let (file, path) = tempfile::NamedTempFile::new()?.into_parts();
         Ok(Self {
-            writer: BufWriter::with_capacity(1 << 20, tempfile::tempfile()?),
+            writer: BufWriter::with_capacity(1 << 20, file),
             len: 0,
+            path,
         })
     }
 
-    /// A spill file holding what `source` yields (a checkpoint's copy).
-    pub fn from_reader(mut source: impl Read) -> io::Result<Self> {
-        let mut spill = Self::new()?;
-        spill.len = io::copy(&mut source, &mut spill.writer)?;
-        Ok(spill)
+    /// A file to fill from elsewhere (a checkpoint's copy), then `adopt`.
+    pub fn blank_path() -> io::Result<TempPath> {
+        Ok(tempfile::NamedTempFile::new()?.into_temp_path())
+    }
+
+    /// The spill file at `path`, its first `len` bytes kept; appends go after them.
+    pub fn adopt(path: TempPath, len: u64) -> io::Result<Self> {
+        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+        if file.metadata()?.len() < len {
+            return Err(io::Error::other("the spill file is shorter than its records"));
+        }
+        file.set_len(len)?;
+        file.seek(SeekFrom::Start(len))?;
+        Ok(Self {
+            writer: BufWriter::with_capacity(1 << 20, file),
+            len,
+            path,
+        })
+    }
+
+    /// Where the file is, everything written so far flushed to it.
+    pub fn path(&mut self) -> io::Result<&Path> {
+        self.writer.flush()?;
+        Ok(&self.path)
     }
 
     pub fn append(&mut self, record: &[u8]) -> io::Result<Span> {
@@ -60,40 +86,12 @@ impl Spill {
         self.writer.get_ref().read_exact_at(&mut buf, span.offset)?;
         Ok(buf)
     }
-
-    /// Everything written, from the start (for a checkpoint). Reads by offset, so the
-    /// file's own position (where appends go) does not move.
-    pub fn reader(&mut self) -> io::Result<impl Read + '_> {
-        self.writer.flush()?;
-        Ok(WholeFile {
-            file: self.writer.get_ref(),
-            at: 0,
-            len: self.len,
-        })
-    }
-}
-
-struct WholeFile<'a> {
-    file: &'a File,
-    at: u64,
-    len: u64,
-}
-
-impl Read for WholeFile<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = (self.len - self.at).min(buf.len() as u64) as usize;
-        if left == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..left], self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn records_come_back_by_span_and_whole() {
@@ -102,10 +100,25 @@ mod tests {
         let b = spill.append(b"second record").unwrap();
         assert_eq!(spill.read(b).unwrap(), b"second record");
         assert_eq!(spill.read(a).unwrap(), b"first");
-        let mut all = Vec::new();
-        spill.reader().unwrap().read_to_end(&mut all).unwrap();
-        let mut copy = Spill::from_reader(&all[..]).unwrap();
+        // A copy (a checkpoint's), with bytes after the records it knows: cut off.
+        let copy_path = Spill::blank_path().unwrap();
+        std::fs::copy(spill.path().unwrap(), &copy_path).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&copy_path)
+            .unwrap()
+            .write_all(b"torn")
+            .unwrap();
+        let mut copy = Spill::adopt(copy_path, 18).unwrap();
         assert_eq!(copy.read(b).unwrap(), b"second record");
-        assert_eq!(copy.len(), 18);
+        let c = copy.append(b"third").unwrap();
+        assert_eq!((c.offset, copy.len()), (18, 23));
+        assert_eq!(copy.read(c).unwrap(), b"third");
+        let mut all = String::new();
+        File::open(copy.path().unwrap())
+            .unwrap()
+            .read_to_string(&mut all)
+            .unwrap();
+        assert_eq!(all, "firstsecond recordthird");
     }
 }
