@@ -146,6 +146,7 @@ impl App {
         overrides: RunOverrides,
         state_url: &str,
         stop_at: Option<tokio::time::Instant>,
+        write_stop_at: Option<tokio::time::Instant>,
     ) -> Result<Report, SyncError> {
         let store = crate::state::from_url(state_url)
             .await
@@ -153,6 +154,7 @@ impl App {
         let options = overrides.apply(&self.options);
         let budget = sync::Budget {
             stop_at,
+            write_stop_at,
             checkpoints: Some(store.as_ref()),
             max_age: options.checkpoint_max_age,
         };
@@ -168,8 +170,9 @@ impl App {
 
     /// `scheduled_resync` in an invocation with `left` to go. Input `{"resumable": true}`
     /// (how the state machine invokes it) makes the run resumable: it reads Okta for two
-    /// thirds of `left` at most, keeps a checkpoint in `STATE_URL`, and answers with a
-    /// report whose `resumable` says whether to invoke it again.
+    /// thirds of `left` at most and writes until nine tenths, keeps a checkpoint in
+    /// `STATE_URL`, and answers with a report whose `resumable` says whether to invoke it
+    /// again.
     pub async fn scheduled_resync_until(
         &self,
         payload: Value,
@@ -185,8 +188,11 @@ impl App {
             (false, _) => self.resync(overrides).await?,
             (true, None) => return Err(InvocationError::NoStateStore),
             (true, Some(url)) => {
-                let stop_at = (!left.is_zero()).then(|| tokio::time::Instant::now() + left * 2 / 3);
-                self.resumable_resync(overrides, url, stop_at).await?
+                let now = tokio::time::Instant::now();
+                let stop_at = (!left.is_zero()).then(|| now + left * 2 / 3);
+                let write_stop_at = (!left.is_zero()).then(|| now + left * 9 / 10);
+                self.resumable_resync(overrides, url, stop_at, write_stop_at)
+                    .await?
             }
         };
         if report.resumable {

@@ -163,10 +163,13 @@ impl Report {
             out += &format!("went on from the checkpoint of the resync started at {from}\n");
         }
         if self.resumable {
+            let left = match self.listings_left.unwrap_or(0) {
+                0 => "with Okta read and nothing written yet".to_owned(),
+                n => format!("with {n} Okta listings left to read"),
+            };
             out += &format!(
-                "incomplete: the time budget ran out with {} listings left to read; the \
-                 checkpoint is saved, and the same command goes on from it\n",
-                self.listings_left.unwrap_or(0)
+                "incomplete: the time budget ran out {left}; the checkpoint is saved, and \
+                 the same command goes on from it\n"
             );
         }
         for e in &self.errors {

@@ -152,7 +152,7 @@ fn collect_rs(dir: &Path, into: &mut Vec<PathBuf>) {
 /// The variables the code reads: names of our own prefixes that appear as string literals
 /// in the library and the functions, plus the standard ones read through libraries.
 fn variables_in_code() -> BTreeSet<String> {
-    const PREFIXES: [&str; 9] = [
+    const PREFIXES: [&str; 10] = [
         "OKTA_",
         "PORT_",
         "SECRETS_",
@@ -162,6 +162,7 @@ fn variables_in_code() -> BTreeSet<String> {
         "DELETION_",
         "ALLOW_",
         "STATE_",
+        "RESYNC_",
     ];
     let mut files = Vec::new();
     collect_rs(&root().join("shared/src"), &mut files);

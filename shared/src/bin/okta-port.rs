@@ -211,11 +211,13 @@ async fn resync(app: &App, overrides: RunOverrides, resumable: Option<Resumable>
                     return ExitCode::from(2);
                 }
             };
-            // Pages already asked for get a few seconds more once the budget is spent.
-            let stop_at =
-                budget.map(|b| tokio::time::Instant::now() + b.saturating_sub(okta_port::sync::READ_DRAIN));
+            // Reading stops early enough for the pages already asked for to arrive in
+            // the budget; writing stops when it is spent.
+            let now = tokio::time::Instant::now();
+            let stop_at = budget.map(|b| now + b.saturating_sub(okta_port::sync::READ_DRAIN));
             let url = format!("file://{}", dir.display());
-            app.resumable_resync(overrides, &url, stop_at).await
+            app.resumable_resync(overrides, &url, stop_at, budget.map(|b| now + b))
+                .await
         }
     };
     okta_port::status_line::clear();

@@ -1,12 +1,13 @@
 //! A resync that must stop before it is done saves where it stands in the state store,
 //! and the next run goes on from there: Port's digest as listed when the resync started
 //! (the baseline every write and deletion is rechecked against), the snapshot read so far
-//! with each listing's next-page cursor, and the spilled users. Deletions happen only in
-//! the run that completes the snapshot.
+//! with each listing's next-page cursor, the spilled users, and the entities already
+//! written. Deletions happen only in the run that completes the writes.
 //!
 //! Two values: the users file first, then the manifest that points into it. The users
 //! file only grows, so an older manifest still reads a newer users file correctly.
 
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,6 +30,8 @@ pub struct Job {
     pub users: Spill,
     /// Runs (invocations) this resync has taken so far, this one included.
     pub runs: u32,
+    /// Entities earlier runs of this resync wrote, per blueprint: not written again.
+    pub written: BTreeMap<String, HashSet<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -40,6 +43,8 @@ struct Manifest {
     users_bytes: u64,
     digest: Digest,
     snapshot: Snapshot,
+    #[serde(default)]
+    written: BTreeMap<String, HashSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,7 @@ pub async fn save(store: &dyn StateStore, job: &mut Job) -> Result<(), Checkpoin
         users_bytes: job.users.len(),
         digest: &job.digest,
         snapshot: &job.snapshot,
+        written: &job.written,
     };
     let bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
     store.save(MANIFEST, &bytes).await?;
@@ -76,6 +82,7 @@ struct ManifestRef<'a> {
     users_bytes: u64,
     digest: &'a Digest,
     snapshot: &'a Snapshot,
+    written: &'a BTreeMap<String, HashSet<String>>,
 }
 
 /// The saved resync, unless there is none, it is older than `max_age` (counted from
@@ -119,6 +126,7 @@ pub async fn load(store: &dyn StateStore, max_age: Duration) -> Result<Option<Jo
         snapshot,
         users,
         runs: manifest.runs + 1,
+        written: manifest.written,
     }))
 }
 

@@ -118,3 +118,66 @@ async fn live_events_move_memberships_managers_and_deletions() {
     assert_eq!(relation(&port, "00u3", "manager"), Value::Null);
     assert!(port.stats().calls > 0);
 }
+
+/// A resync that may only read a few pages and write one chunk per run still ends, run
+/// after run from its checkpoint, with the catalog a single run writes; nothing is
+/// deleted before the last run.
+#[tokio::test]
+async fn a_resync_stopped_at_every_turn_goes_on_until_it_matches_one_whole_run() {
+    let (okta, port) = (MemoryOkta::new(org()), MemoryPort::default());
+    let options = ResyncOptions::default();
+    resync(&okta, &port, &DefaultMapping, &options).await.unwrap();
+    okta.edit(|org| {
+        org.users.remove("00u3");
+        org.assigned.get_mut("0oa1").unwrap().remove("00u3");
+        org.user("00u4", "dee@example.com", Some("00u2"));
+        org.user("00u5", "eve@example.com", Some("00u4"));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::state::from_url(&format!("file://{}", dir.path().display()))
+        .await
+        .unwrap();
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let now = tokio::time::Instant::now();
+        let budget = super::Budget {
+            stop_at: Some(now),
+            write_stop_at: Some(now),
+            checkpoints: Some(store.as_ref()),
+            max_age: options.checkpoint_max_age,
+        };
+        let report = super::resync_within(&okta, &port, &DefaultMapping, &options, budget)
+            .await
+            .unwrap();
+        if !report.resumable {
+            assert!(report.is_success(), "{:?}", report.errors);
+            break;
+        }
+        assert!(
+            port.entity(USER_BLUEPRINT, "00u3").is_some(),
+            "deleted before the end"
+        );
+        assert!(runs < 40, "no progress");
+    }
+    assert!(runs >= 4, "every turn stopped: {runs} runs");
+    let whole = MemoryPort::default();
+    resync(&okta, &whole, &DefaultMapping, &options).await.unwrap();
+    for bp in [USER_BLUEPRINT, GROUP_BLUEPRINT, APP_BLUEPRINT] {
+        assert_eq!(port.identifiers(bp), whole.identifiers(bp), "{bp}");
+        for id in whole.identifiers(bp) {
+            let (a, b) = (port.entity(bp, &id).unwrap(), whole.entity(bp, &id).unwrap());
+            assert_eq!(
+                (a.properties, a.relations),
+                (b.properties, b.relations),
+                "{bp} {id}"
+            );
+        }
+    }
+    assert_eq!(relation(&port, "00u5", "manager"), json!("00u4"));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "checkpoint removed"
+    );
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use self::plan::plan;
-use self::writes::{Rechecked, tally_writes, write_pending};
+use self::writes::{Rechecked, WriteStop, tally_writes, write_pending};
 use super::SyncError;
 use super::checkpoint::{self, Job};
 use super::digest::Digest;
@@ -35,6 +35,8 @@ use crate::state::StateStore;
 pub struct Budget<'a> {
     /// Reading Okta stops here (pages already asked for get a few seconds more).
     pub stop_at: Option<tokio::time::Instant>,
+    /// Writing stops here, between chunks (with a store to save the checkpoint in).
+    pub write_stop_at: Option<tokio::time::Instant>,
     pub checkpoints: Option<&'a dyn StateStore>,
     /// A checkpoint of a resync started longer ago than this is discarded.
     pub max_age: Duration,
@@ -95,6 +97,7 @@ where
             snapshot: Snapshot::new(),
             users: Spill::new().map_err(SyncError::Spill)?,
             runs: 1,
+            written: Default::default(),
         },
     };
     let result = resync_job(
@@ -126,20 +129,16 @@ async fn resync_job<O: OktaSource, P: PortSink, M: Mapping>(
     report: &mut Report,
 ) -> Result<(), SyncError> {
     crate::progress::phase("reading Okta");
+    let read_before = job.snapshot.is_read();
     let end = read_okta(okta, &mut job.snapshot, &mut job.users, budget.stop_at)
         .await
         .map_err(SyncError::Spill)?;
     report.spilled_bytes = job.users.len();
-    if end == ReadEnd::Stopped {
-        let store = budget.checkpoints.expect("a run that may stop has a state store");
-        checkpoint::save(store, job).await?;
-        report.resumable = true;
-        report.listings_left = Some(job.snapshot.pending().len());
-        tracing::info!(
-            listings_left = report.listings_left,
-            "resync stopped at its time budget; checkpoint saved"
-        );
-        return Ok(());
+    // Writes start before the stop time, or in a run of their own: a read that ended
+    // late would leave them too little of the invocation.
+    let late = !read_before && budget.stop_at.is_some_and(|t| tokio::time::Instant::now() >= t);
+    if end == ReadEnd::Stopped || (late && budget.checkpoints.is_some()) {
+        return pause(budget, job, report).await;
     }
     job.snapshot.finish();
     report.errors.extend(job.snapshot.errors.iter().cloned());
@@ -155,6 +154,7 @@ async fn resync_job<O: OktaSource, P: PortSink, M: Mapping>(
         &job.snapshot,
         &mut job.users,
         &mut job.digest,
+        &job.written,
         report,
         options.dry_run,
     )
@@ -163,19 +163,10 @@ async fn resync_job<O: OktaSource, P: PortSink, M: Mapping>(
         return Err(SyncError::Configuration(summarize(&left.configuration_errors)));
     }
     record_unmapped(report, mapping, left.failures);
-    if !options.dry_run {
-        crate::progress::phase("writing to Port");
-        let mut outcomes = super::write::Outcomes::default();
-        let writer = Rechecked {
-            port,
-            digest: &job.digest,
-        };
-        write_pending(&writer, blueprints, &mut pending, &mut outcomes)
-            .await
-            .map_err(SyncError::Spill)?;
-        tally_writes(&pending, &job.digest, &outcomes, report);
-    }
     report.spilled_bytes += pending.spill.len();
+    if !options.dry_run && !write(port, budget, blueprints, &mut pending, job, report).await? {
+        return pause(budget, job, report).await;
+    }
     drop(pending);
     crate::progress::phase("deleting what Okta no longer has");
     delete_stale(port, blueprints, &job.digest, options, report).await;
@@ -186,6 +177,55 @@ async fn resync_job<O: OktaSource, P: PortSink, M: Mapping>(
             "the finished resync's checkpoint could not be removed: {e}"
         ));
     }
+    Ok(())
+}
+
+/// Writes what the plan holds; `false` when the writes stopped at the budget's write stop
+/// (what was written is then kept in the job, for the next run to skip).
+async fn write<P: PortSink>(
+    port: &P,
+    budget: Budget<'_>,
+    blueprints: &[String],
+    pending: &mut plan::Pending,
+    job: &mut Job,
+    report: &mut Report,
+) -> Result<bool, SyncError> {
+    crate::progress::phase("writing to Port");
+    let mut outcomes = super::write::Outcomes::default();
+    let writer = Rechecked {
+        port,
+        digest: &job.digest,
+    };
+    let mut stop = WriteStop {
+        stop_at: budget.checkpoints.and(budget.write_stop_at),
+        chunks: 0,
+    };
+    let complete = write_pending(&writer, blueprints, pending, &mut outcomes, &mut stop)
+        .await
+        .map_err(SyncError::Spill)?;
+    tally_writes(pending, &job.digest, &outcomes, report);
+    if !complete {
+        for (bp, entities) in &pending.blueprints {
+            let done = entities
+                .iter()
+                .filter(|e| outcomes.written.contains(&*e.identifier))
+                .map(|e| e.identifier.to_string());
+            job.written.entry(bp.clone()).or_default().extend(done);
+        }
+    }
+    Ok(complete)
+}
+
+/// Saves the checkpoint; the report says the run stopped and can go on.
+async fn pause(budget: Budget<'_>, job: &mut Job, report: &mut Report) -> Result<(), SyncError> {
+    let store = budget.checkpoints.expect("a run that may stop has a state store");
+    checkpoint::save(store, job).await?;
+    report.resumable = true;
+    report.listings_left = Some(job.snapshot.pending().len());
+    tracing::info!(
+        listings_left = report.listings_left,
+        "resync stopped at its time budget; checkpoint saved"
+    );
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! compared with Port's digest, and, when it differs, spilled again with the few facts
 //! the write order needs. Memory holds no whole entity list at any point.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
 use twox_hash::XxHash64;
@@ -49,6 +49,8 @@ pub struct Leftovers {
 
 struct Planner<'a> {
     digest: &'a mut Digest,
+    /// Written by an earlier run of this resync: checked (so not deleted), not written again.
+    written: &'a BTreeMap<String, HashSet<String>>,
     report: &'a mut Report,
     dry_run: bool,
     pending: Pending,
@@ -85,6 +87,13 @@ impl Planner<'_> {
                 bp.unchanged += 1;
                 continue;
             }
+            if self
+                .written
+                .get(&blueprint)
+                .is_some_and(|w| w.contains(&entity.identifier))
+            {
+                continue;
+            }
             if self.dry_run {
                 let plan = bp.plan.get_or_insert_with(Plan::default);
                 let list = if known == Known::New {
@@ -117,16 +126,19 @@ impl Planner<'_> {
 }
 
 /// Maps every object of a complete read: groups and apps, then each user.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     mapping: &dyn Mapping,
     snapshot: &Snapshot,
     users: &mut Spill,
     digest: &mut Digest,
+    written: &BTreeMap<String, HashSet<String>>,
     report: &mut Report,
     dry_run: bool,
 ) -> std::io::Result<(Pending, Leftovers)> {
     let mut planner = Planner {
         digest,
+        written,
         report,
         dry_run,
         pending: Pending {

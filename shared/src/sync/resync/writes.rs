@@ -2,7 +2,9 @@
 //! back from the spill file a chunk at a time, each chunk rechecked in Port first; then
 //! once more those whose relation target was missing. Counted into the report by id.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 
@@ -15,20 +17,50 @@ use crate::sync::write::{Outcomes, WaveWriter, break_cycle, wave_order};
 /// Entities read back and written at once (a wave is written in chunks this size).
 const CHUNK: usize = 1000;
 
-/// Writes every pending entity, blueprints in `order` (relation targets first).
+/// When the writes stop: at `stop_at`, between chunks, once at least one chunk is
+/// written (so every run moves on).
+pub struct WriteStop {
+    pub stop_at: Option<Instant>,
+    pub chunks: usize,
+}
+
+impl WriteStop {
+    fn reached(&self) -> bool {
+        self.chunks > 0 && self.stop_at.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// Writes every pending entity, blueprints in `order` (relation targets first). Returns
+/// `false` when it stopped at the stop time with writes left (they are not in `outcomes`).
 pub async fn write_pending(
     writer: &dyn WaveWriter,
     order: &[String],
     pending: &mut Pending,
     outcomes: &mut Outcomes,
-) -> std::io::Result<()> {
-    let mut blueprints = std::mem::take(&mut pending.blueprints);
+    stop: &mut WriteStop,
+) -> std::io::Result<bool> {
+    let blueprints = std::mem::take(&mut pending.blueprints);
+    let result = write_all(writer, order, &blueprints, pending, outcomes, stop).await;
+    pending.blueprints = blueprints;
+    result
+}
+
+async fn write_all(
+    writer: &dyn WaveWriter,
+    order: &[String],
+    blueprints: &BTreeMap<String, Vec<PendingEntity>>,
+    pending: &mut Pending,
+    outcomes: &mut Outcomes,
+    stop: &mut WriteStop,
+) -> std::io::Result<bool> {
     for bp in order {
         let Some(entities) = blueprints.get(bp) else {
             continue;
         };
         let all: Vec<usize> = (0..entities.len()).collect();
-        write_in_order(writer, bp, entities, &all, pending, outcomes).await?;
+        if !write_in_order(writer, bp, entities, &all, pending, outcomes, stop).await? {
+            return Ok(false);
+        }
         writer.blueprint_written(bp, entities.len());
     }
     for bp in order {
@@ -47,14 +79,16 @@ pub async fn write_pending(
                 entities = again.len(),
                 "retrying writes whose relation targets were missing"
             );
-            write_in_order(writer, bp, entities, &again, pending, outcomes).await?;
+            if !write_in_order(writer, bp, entities, &again, pending, outcomes, stop).await? {
+                return Ok(false);
+            }
         }
     }
-    pending.blueprints = std::mem::take(&mut blueprints);
-    Ok(())
+    Ok(true)
 }
 
 /// The `chosen` entities of one blueprint, in waves: each after those it points at.
+/// `false` when it stopped at the stop time.
 async fn write_in_order(
     writer: &dyn WaveWriter,
     blueprint: &str,
@@ -62,7 +96,8 @@ async fn write_in_order(
     chosen: &[usize],
     pending: &mut Pending,
     outcomes: &mut Outcomes,
-) -> std::io::Result<()> {
+    stop: &mut WriteStop,
+) -> std::io::Result<bool> {
     let position: HashMap<u64, usize> = chosen
         .iter()
         .enumerate()
@@ -80,6 +115,10 @@ async fn write_in_order(
     let mut done = 0;
     for wave in waves {
         for chunk in wave.chunks(CHUNK) {
+            if stop.reached() {
+                return Ok(false);
+            }
+            stop.chunks += 1;
             let batch = chunk
                 .iter()
                 .map(|&at| pending.load(&entities[chosen[at]]))
@@ -90,6 +129,11 @@ async fn write_in_order(
         }
     }
     if !stuck.is_empty() {
+        // Both passes of a cycle in one run: the first alone would pass for written.
+        if stop.reached() {
+            return Ok(false);
+        }
+        stop.chunks += 1;
         let full = stuck
             .iter()
             .map(|&at| pending.load(&entities[chosen[at]]))
@@ -98,7 +142,7 @@ async fn write_in_order(
             writer.write_wave(blueprint, wave, outcomes).await;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Counts what the writes did per blueprint, and lists every failure by id.
