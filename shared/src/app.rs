@@ -78,6 +78,8 @@ pub struct App {
     events_queue_url: Option<String>,
     /// The catch-up cursor's key: one per Okta org and installation.
     catchup_key: String,
+    /// The resync checkpoint's name in the state store: one per Okta org and installation.
+    resync_checkpoint: String,
     /// The scheduled catch-up's state store and queue client, once per process.
     catchup_io: tokio::sync::OnceCell<(Box<dyn crate::state::StateStore>, crate::queue::Sqs)>,
     /// Set once Port's blueprint definitions were read for the mapping (live path).
@@ -102,6 +104,11 @@ impl App {
             events_queue_url: config.events_queue_url.clone(),
             catchup_key: format!(
                 "catchup-{}-{}",
+                config.okta.base_url.host_str().unwrap_or("okta"),
+                config.port.installation_id
+            ),
+            resync_checkpoint: format!(
+                "resync-checkpoint-{}-{}",
                 config.okta.base_url.host_str().unwrap_or("okta"),
                 config.port.installation_id
             ),
@@ -155,6 +162,7 @@ impl App {
         let budget = sync::Budget {
             stop_at,
             write_stop_at,
+            name: &self.resync_checkpoint,
             checkpoints: Some(store.as_ref()),
             max_age: options.checkpoint_max_age,
         };

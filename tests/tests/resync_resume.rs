@@ -135,7 +135,11 @@ async fn a_checkpoint_older_than_its_max_age_is_started_over() {
         .await;
     assert_eq!(first.code, Some(75), "{first:?}");
     // Age the saved resync by two hours.
-    let manifest = state.path().join("resync-checkpoint.json");
+    let manifest = std::fs::read_dir(state.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_str().unwrap().ends_with(".json") && !p.to_str().unwrap().contains("-users"))
+        .expect("the checkpoint's manifest");
     let mut saved: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     let started = chrono::Utc::now() - chrono::Duration::hours(2);
     saved["started_at"] = json!(started);

@@ -17,8 +17,11 @@ use super::digest::Digest;
 use super::snapshot::{Snapshot, Spill};
 use crate::state::{StateError, StateStore};
 
-const MANIFEST: &str = "resync-checkpoint";
-const USERS: &str = "resync-checkpoint-users";
+/// The keys of a checkpoint named `name` (one per Okta org and installation, so one
+/// state store can serve several): the manifest, and the users file it points into.
+fn keys(name: &str) -> (String, String) {
+    (name.to_owned(), format!("{name}-users"))
+}
 /// Bumped when the saved form changes: a checkpoint of another form is started over.
 const FORM: u32 = 1;
 
@@ -55,8 +58,9 @@ pub enum CheckpointError {
     Io(#[from] std::io::Error),
 }
 
-pub async fn save(store: &dyn StateStore, job: &mut Job) -> Result<(), CheckpointError> {
-    store.save_file(USERS, job.users.path()?).await?;
+pub async fn save(store: &dyn StateStore, name: &str, job: &mut Job) -> Result<(), CheckpointError> {
+    let (manifest_key, users_key) = keys(name);
+    store.save_file(&users_key, job.users.path()?).await?;
     let manifest = ManifestRef {
         form: FORM,
         started_at: job.started_at,
@@ -68,7 +72,7 @@ pub async fn save(store: &dyn StateStore, job: &mut Job) -> Result<(), Checkpoin
         written: &job.written,
     };
     let bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
-    store.save(MANIFEST, &bytes).await?;
+    store.save(&manifest_key, &bytes).await?;
     Ok(())
 }
 
@@ -87,8 +91,13 @@ struct ManifestRef<'a> {
 
 /// The saved resync, unless there is none, it is older than `max_age` (counted from
 /// when that resync started) or of another form: then the run starts over.
-pub async fn load(store: &dyn StateStore, max_age: Duration) -> Result<Option<Job>, CheckpointError> {
-    let Some(bytes) = store.load(MANIFEST).await? else {
+pub async fn load(
+    store: &dyn StateStore,
+    name: &str,
+    max_age: Duration,
+) -> Result<Option<Job>, CheckpointError> {
+    let (manifest_key, users_key) = keys(name);
+    let Some(bytes) = store.load(&manifest_key).await? else {
         return Ok(None);
     };
     let manifest: Manifest = match serde_json::from_slice(&bytes) {
@@ -110,7 +119,7 @@ pub async fn load(store: &dyn StateStore, max_age: Duration) -> Result<Option<Jo
         return Ok(None);
     }
     let path = Spill::blank_path()?;
-    let found = store.load_file(USERS, &path).await?;
+    let found = store.load_file(&users_key, &path).await?;
     let users = match found.then(|| Spill::adopt(path, manifest.users_bytes)) {
         Some(Ok(users)) => users,
         _ => {
@@ -130,8 +139,9 @@ pub async fn load(store: &dyn StateStore, max_age: Duration) -> Result<Option<Jo
     }))
 }
 
-pub async fn remove(store: &dyn StateStore) -> Result<(), CheckpointError> {
-    store.remove(MANIFEST).await?;
-    store.remove(USERS).await?;
+pub async fn remove(store: &dyn StateStore, name: &str) -> Result<(), CheckpointError> {
+    let (manifest_key, users_key) = keys(name);
+    store.remove(&manifest_key).await?;
+    store.remove(&users_key).await?;
     Ok(())
 }

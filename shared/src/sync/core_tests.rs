@@ -145,6 +145,7 @@ async fn a_resync_stopped_at_every_turn_goes_on_until_it_matches_one_whole_run()
             stop_at: Some(now),
             write_stop_at: Some(now),
             checkpoints: Some(store.as_ref()),
+            name: "resync-checkpoint-test",
             max_age: options.checkpoint_max_age,
         };
         let report = super::resync_within(&okta, &port, &DefaultMapping, &options, budget)

@@ -38,6 +38,8 @@ pub struct Budget<'a> {
     /// Writing stops here, between chunks (with a store to save the checkpoint in).
     pub write_stop_at: Option<tokio::time::Instant>,
     pub checkpoints: Option<&'a dyn StateStore>,
+    /// The checkpoint's name in the store.
+    pub name: &'a str,
     /// A checkpoint of a resync started longer ago than this is discarded.
     pub max_age: Duration,
 }
@@ -82,7 +84,7 @@ where
     let blueprints = mapping.blueprint_ids();
     prepare_blueprints(port, mapping, options.dry_run).await?;
     let resumed = match budget.checkpoints {
-        Some(store) => checkpoint::load(store, budget.max_age).await?,
+        Some(store) => checkpoint::load(store, budget.name, budget.max_age).await?,
         None => None,
     };
     let mut job = match resumed {
@@ -171,7 +173,7 @@ async fn resync_job<O: OktaSource, P: PortSink, M: Mapping>(
     crate::progress::phase("deleting what Okta no longer has");
     delete_stale(port, blueprints, &job.digest, options, report).await;
     if let Some(store) = budget.checkpoints
-        && let Err(e) = checkpoint::remove(store).await
+        && let Err(e) = checkpoint::remove(store, budget.name).await
     {
         report.errors.push(format!(
             "the finished resync's checkpoint could not be removed: {e}"
@@ -219,7 +221,7 @@ async fn write<P: PortSink>(
 /// Saves the checkpoint; the report says the run stopped and can go on.
 async fn pause(budget: Budget<'_>, job: &mut Job, report: &mut Report) -> Result<(), SyncError> {
     let store = budget.checkpoints.expect("a run that may stop has a state store");
-    checkpoint::save(store, job).await?;
+    checkpoint::save(store, budget.name, job).await?;
     report.resumable = true;
     report.listings_left = Some(job.snapshot.pending().len());
     tracing::info!(

@@ -104,6 +104,9 @@ pub struct Snapshot {
     app_users: Vec<(u32, u32)>,
     #[serde(with = "as_pairs")]
     listings: BTreeMap<Listing, ListingState>,
+    /// Whether every group's members, and every app's users, were read (set by `finish`).
+    #[serde(skip)]
+    links_complete: (bool, bool),
     /// Every listing that failed, with Okta's error.
     pub errors: Vec<String>,
 }
@@ -234,12 +237,17 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Orders the membership pairs by user, once every listing is read.
+    /// Orders the membership pairs by user, once every listing is read, and notes which
+    /// relations are complete.
     pub fn finish(&mut self) {
         self.group_members.sort_unstable();
         self.group_members.dedup();
         self.app_users.sort_unstable();
         self.app_users.dedup();
+        self.links_complete = (
+            self.groups().is_some() && self.all_done(|l| matches!(l, Listing::GroupMembers(_))),
+            self.apps().is_some() && self.all_done(|l| matches!(l, Listing::AppUsers(_))),
+        );
     }
 
     pub fn users(&self) -> &[UserRecord] {
@@ -267,14 +275,14 @@ impl Snapshot {
 
     /// The ids of the user's groups; `None` unless every group's members were read.
     pub fn groups_of(&self, user: u32) -> Option<Vec<String>> {
-        let complete = self.groups().is_some() && self.all_done(|l| matches!(l, Listing::GroupMembers(_)));
-        complete.then(|| self.related(&self.group_members, user))
+        self.links_complete
+            .0
+            .then(|| self.related(&self.group_members, user))
     }
 
     /// The ids of the user's apps; `None` unless every app's users were read.
     pub fn apps_of(&self, user: u32) -> Option<Vec<String>> {
-        let complete = self.apps().is_some() && self.all_done(|l| matches!(l, Listing::AppUsers(_)));
-        complete.then(|| self.related(&self.app_users, user))
+        self.links_complete.1.then(|| self.related(&self.app_users, user))
     }
 
     fn all_done(&self, which: impl Fn(&Listing) -> bool) -> bool {
