@@ -3,7 +3,7 @@
 //! compared with Port's digest, and, when it differs, spilled again with the few facts
 //! the write order needs. Memory holds no whole entity list at any point.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
 use twox_hash::XxHash64;
@@ -13,7 +13,7 @@ use crate::mapping::{Mapped, Mapping, MappingError, ObjectKind, UserLinks};
 use crate::port::Entity;
 use crate::report::{Failure, Plan, Report};
 use crate::sync::digest::{Digest, Known};
-use crate::sync::snapshot::{Snapshot, Span, Spill};
+use crate::sync::snapshot::{Snapshot, Span, Spill, by_id as index, objects_of as objects};
 
 /// One entity to write: where it lies in the pending spill file, and what it relates to.
 pub struct PendingEntity {
@@ -177,18 +177,4 @@ pub fn plan(
         }
     }
     Ok((planner.pending, planner.left))
-}
-
-/// Objects by id (what a jq mapping reads as a user's `.groups` and `.applications`).
-fn index(objects: Option<&[Value]>) -> HashMap<&str, &Value> {
-    let objects = objects.into_iter().flatten();
-    objects.filter_map(|o| Some((o["id"].as_str()?, o))).collect()
-}
-
-fn objects<'a>(ids: Option<&[String]>, index: &HashMap<&str, &'a Value>) -> Option<Vec<&'a Value>> {
-    ids.map(|ids| {
-        ids.iter()
-            .filter_map(|id| index.get(id.as_str()).copied())
-            .collect()
-    })
 }

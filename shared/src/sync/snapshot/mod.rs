@@ -322,6 +322,20 @@ impl Snapshot {
     }
 }
 
+/// Objects by id (what a jq mapping reads as a user's `.groups` and `.applications`).
+pub fn by_id(objects: Option<&[Value]>) -> HashMap<&str, &Value> {
+    let objects = objects.into_iter().flatten();
+    objects.filter_map(|o| Some((o["id"].as_str()?, o))).collect()
+}
+
+pub fn objects_of<'a>(ids: Option<&[String]>, index: &HashMap<&str, &'a Value>) -> Option<Vec<&'a Value>> {
+    ids.map(|ids| {
+        ids.iter()
+            .filter_map(|id| index.get(id.as_str()).copied())
+            .collect()
+    })
+}
+
 fn describe(listing: &Listing) -> String {
     match listing {
         Listing::Users => "users".into(),

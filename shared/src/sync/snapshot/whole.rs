@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
+use super::{by_id, objects_of};
 use crate::mapping::{ManagerIndex, Mapped, Mapping, ObjectKind, UserLinks};
 use crate::port::Entity;
 use crate::report::Failure;
@@ -72,21 +73,7 @@ pub fn map_snapshot<M: Mapping>(mapping: &M, snapshot: &WholeSnapshot) -> Desire
         let managers = ManagerIndex::build(users);
         let none: [String; 0] = [];
         // The objects behind the relation ids, for mappings that read them (`.groups` in jq).
-        fn index(objects: &Option<Vec<Value>>) -> HashMap<&str, &Value> {
-            objects
-                .iter()
-                .flatten()
-                .filter_map(|o| Some((o["id"].as_str()?, o)))
-                .collect()
-        }
-        fn objects<'a>(ids: Option<&[String]>, index: &HashMap<&str, &'a Value>) -> Option<Vec<&'a Value>> {
-            ids.map(|ids| {
-                ids.iter()
-                    .filter_map(|id| index.get(id.as_str()).copied())
-                    .collect()
-            })
-        }
-        let (group_index, app_index) = (index(&snapshot.groups), index(&snapshot.apps));
+        let (group_index, app_index) = (by_id(snapshot.groups.as_deref()), by_id(snapshot.apps.as_deref()));
         for user in users {
             let id = user["id"].as_str().unwrap_or_default();
             let manager = managers.manager_of(user);
@@ -98,8 +85,10 @@ pub fn map_snapshot<M: Mapping>(mapping: &M, snapshot: &WholeSnapshot) -> Desire
                 .user_apps
                 .as_ref()
                 .map(|m| m.get(id).map_or(&none[..], Vec::as_slice));
-            let (group_objects, app_objects) =
-                (objects(groups, &group_index), objects(applications, &app_index));
+            let (group_objects, app_objects) = (
+                objects_of(groups, &group_index),
+                objects_of(applications, &app_index),
+            );
             let links = UserLinks {
                 groups,
                 applications,
