@@ -232,7 +232,7 @@ impl Client {
     ) -> Result<(StatusCode, HeaderMap, bytes::Bytes), reqwest::Error> {
         let inner = &self.inner;
         let bucket = bucket_of(url.path());
-        inner.limiter.acquire(bucket).await;
+        let slot = inner.limiter.slot(bucket).await;
         let _permit = inner.in_flight.acquire().await.expect("semaphore never closed");
         inner.calls.fetch_add(1, Ordering::Relaxed);
         let mut request = inner
@@ -255,13 +255,13 @@ impl Client {
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
-                inner.limiter.release(bucket, None);
+                slot.release(None);
                 return Err(e);
             }
         };
         let status = response.status();
         let headers = response.headers().clone();
-        inner.limiter.release(bucket, Budget::from_headers(&headers));
+        slot.release(Budget::from_headers(&headers));
         let body = response.bytes().await?;
         Ok((status, headers, body))
     }

@@ -78,10 +78,46 @@ pub struct RateLimiter {
     waited_ms: AtomicU64,
 }
 
+/// A request counted in flight in its bucket until released, or dropped: a request
+/// abandoned half-way (a resync stopping at its time budget) must not stay counted, or
+/// the bucket would wait for it forever in the next invocation of a warm function.
+pub struct Slot<'a> {
+    limiter: &'a RateLimiter,
+    bucket: &'static str,
+    released: bool,
+}
+
+impl Slot<'_> {
+    /// Ends the request, learning the bucket's budget from the response.
+    pub fn release(mut self, budget: Option<Budget>) {
+        self.released = true;
+        self.limiter.release(self.bucket, budget);
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.limiter.release(self.bucket, None);
+        }
+    }
+}
+
 impl RateLimiter {
+    /// Waits until a request to `bucket` fits in its budget, then counts it in flight
+    /// until the slot is released or dropped.
+    pub async fn slot(&self, bucket: &'static str) -> Slot<'_> {
+        self.acquire(bucket).await;
+        Slot {
+            limiter: self,
+            bucket,
+            released: false,
+        }
+    }
+
     /// Waits until a request to `bucket` fits in its budget, then counts it in flight.
     /// Every `acquire` must be followed by one `release`.
-    pub async fn acquire(&self, bucket: &'static str) {
+    async fn acquire(&self, bucket: &'static str) {
         let mut waited = Duration::ZERO;
         loop {
             let wait = {
@@ -134,7 +170,7 @@ impl RateLimiter {
     }
 
     /// Ends a request counted by `acquire`, learning the bucket's budget from the response.
-    pub fn release(&self, bucket: &'static str, budget: Option<Budget>) {
+    fn release(&self, bucket: &'static str, budget: Option<Budget>) {
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
         let Some(state) = buckets.get_mut(bucket) else {
             return;
@@ -239,5 +275,15 @@ mod tests {
         rl.acquire("apps").await; // budget spent: waits for the reset
         assert!(Instant::now() - before >= Duration::from_secs(5));
         assert!(rl.waited() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_request_does_not_stay_in_flight() {
+        let rl = RateLimiter::default();
+        // The first request of a bucket goes alone (it learns the budget), and is dropped.
+        let probe = rl.slot("apps").await;
+        drop(probe);
+        let next = tokio::time::timeout(Duration::from_secs(1), rl.slot("apps")).await;
+        assert!(next.is_ok(), "the bucket still counts the abandoned request");
     }
 }
