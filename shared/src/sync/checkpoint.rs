@@ -8,6 +8,7 @@
 //! file only grows, so an older manifest still reads a newer users file correctly.
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -71,8 +72,13 @@ pub async fn save(store: &dyn StateStore, name: &str, job: &mut Job) -> Result<(
         snapshot: &job.snapshot,
         written: &job.written,
     };
-    let bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
-    store.save(&manifest_key, &bytes).await?;
+    // Written to a file and streamed: a large org's digest never sits in memory as text.
+    let path = Spill::blank_path()?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    serde_json::to_writer(&mut file, &manifest).map_err(std::io::Error::other)?;
+    file.flush()?;
+    drop(file);
+    store.save_file(&manifest_key, &path).await?;
     Ok(())
 }
 
@@ -97,17 +103,18 @@ pub async fn load(
     max_age: Duration,
 ) -> Result<Option<Job>, CheckpointError> {
     let (manifest_key, users_key) = keys(name);
-    let Some(bytes) = store.load(&manifest_key).await? else {
+    let path = Spill::blank_path()?;
+    if !store.load_file(&manifest_key, &path).await? {
         return Ok(None);
-    };
-    let manifest: Manifest = match serde_json::from_slice(&bytes) {
+    }
+    let file = std::io::BufReader::new(std::fs::File::open(&path)?);
+    let manifest: Manifest = match serde_json::from_reader(file) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "the resync checkpoint cannot be read; starting over");
             return Ok(None);
         }
     };
-    drop(bytes);
     let age = (Utc::now() - manifest.started_at).to_std().unwrap_or_default();
     if manifest.form != FORM || age > max_age {
         tracing::warn!(
