@@ -41,7 +41,11 @@ struct State {
 impl State {
     fn line(&self) -> String {
         let mut parts = vec![self.phase.clone()];
-        for (name, l) in &self.listings {
+        // Every listing runs at once: users first, as a person reads an org; a line too
+        // long for the terminal loses its end, not the users.
+        let mut listings: Vec<(&String, &Listing)> = self.listings.iter().collect();
+        listings.sort_by_key(|(name, _)| reading_order(name));
+        for (name, l) in listings {
             let mut part = format!("{} {} ({} pages", short_name(name), l.objects, l.pages);
             if name.contains("{id}") {
                 part += &format!(", {} lists", l.finished);
@@ -63,6 +67,17 @@ impl State {
         }
         line
     }
+}
+
+fn reading_order(listing: &str) -> usize {
+    let order = [
+        "/api/v1/users",
+        "/api/v1/groups",
+        "/api/v1/groups/{id}/users",
+        "/api/v1/apps",
+        "/api/v1/apps/{id}/users",
+    ];
+    order.iter().position(|l| *l == listing).unwrap_or(order.len())
 }
 
 /// `/api/v1/groups/{id}/users` → `group members`, as a person reads it.

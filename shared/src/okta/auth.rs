@@ -112,6 +112,14 @@ impl OktaAuth {
         }
     }
 
+    /// Whether the token of `generation` was refused, or a newer one obtained since.
+    pub fn is_stale(&self, generation: u64) -> bool {
+        match self {
+            OktaAuth::Ssws(_) => false,
+            OktaAuth::ServiceApp(app) => app.is_stale(generation),
+        }
+    }
+
     /// Token requests sent so far (each attempt counts, nonce retries included).
     pub fn token_requests(&self) -> u64 {
         match self {

@@ -234,6 +234,13 @@ impl Client {
         let bucket = bucket_of(url.path());
         let slot = inner.limiter.slot(bucket).await;
         let _permit = inner.in_flight.acquire().await.expect("semaphore never closed");
+        // The credentials were taken before the wait; if a 401 has replaced the token
+        // meanwhile, take the new one (cached: no token request under the throttles).
+        let credentials = if inner.auth.is_stale(credentials.generation) {
+            inner.auth.authorize(method, url).await.unwrap_or(credentials)
+        } else {
+            credentials
+        };
         inner.calls.fetch_add(1, Ordering::Relaxed);
         let mut request = inner
             .http

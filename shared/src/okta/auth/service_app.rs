@@ -79,6 +79,8 @@ pub struct ServiceApp {
     /// The last `DPoP-Nonce` Okta sent.
     nonce: StdMutex<Option<String>>,
     generations: AtomicU64,
+    /// The newest generation Okta refused.
+    refused: AtomicU64,
     token_requests: AtomicU64,
     /// Token fetches finished (successful or not), and the last failure with the fetch
     /// number it ended: callers that waited on a failing fetch share its error instead of
@@ -99,8 +101,15 @@ impl fmt::Debug for ServiceApp {
 }
 
 impl ServiceApp {
+    /// Whether the token of `generation` was refused, or a newer one obtained since.
+    pub(super) fn is_stale(&self, generation: u64) -> bool {
+        generation <= self.refused.load(Ordering::Relaxed)
+            || generation < self.generations.load(Ordering::Relaxed)
+    }
+
     /// The token of `generation` was refused: drop it, unless another caller already did.
     pub(super) async fn invalidate(&self, generation: u64) {
+        self.refused.fetch_max(generation, Ordering::Relaxed);
         let mut cached = self.cached.lock().await;
         if cached.as_ref().is_some_and(|t| t.generation == generation) {
             tracing::info!("Okta refused the access token; a new one will be requested");
@@ -134,6 +143,7 @@ impl ServiceApp {
             cached: tokio::sync::Mutex::new(None),
             nonce: StdMutex::new(None),
             generations: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             token_requests: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             failure: StdMutex::new(None),

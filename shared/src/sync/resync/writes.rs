@@ -141,6 +141,7 @@ async fn write_in_order(
         for wave in break_cycle(full) {
             writer.write_wave(blueprint, wave, outcomes).await;
         }
+        crate::progress::written(blueprint, total, total);
     }
     Ok(true)
 }

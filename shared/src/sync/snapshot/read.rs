@@ -21,6 +21,28 @@ const SLOTS_PER_BUCKET: usize = 8;
 /// window are dropped before they call.
 pub const DRAIN: Duration = Duration::from_secs(3);
 
+/// One log line as each root listing ends (the Lambda logs phases, not pages).
+fn log_listed(snapshot: &Snapshot, listing: &Listing) {
+    let done = |l: &Listing| snapshot.listings.get(l) == Some(&ListingState::Done);
+    if !done(listing) {
+        return;
+    }
+    match listing {
+        Listing::Users | Listing::DeprovisionedUsers if snapshot.users_complete() => {
+            tracing::info!(target: crate::progress::TARGET, users = snapshot.users().len(), "listed Okta users");
+        }
+        Listing::Groups => {
+            let groups = snapshot.groups().map_or(0, <[_]>::len);
+            tracing::info!(target: crate::progress::TARGET, groups, "listed Okta groups; listing members");
+        }
+        Listing::Apps => {
+            let apps = snapshot.apps().map_or(0, <[_]>::len);
+            tracing::info!(target: crate::progress::TARGET, apps, "listed Okta apps; listing assigned users");
+        }
+        _ => {}
+    }
+}
+
 /// How a read ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadEnd {
@@ -82,6 +104,7 @@ pub async fn read_okta<O: OktaSource + ?Sized>(
         let bucket = listing.bucket();
         *active.entry(bucket).or_default() -= 1;
         let started = snapshot.take_page(spill, &listing, page)?;
+        log_listed(snapshot, &listing);
         if let Some(ListingState::Next(next)) = snapshot.listings.get(&listing) {
             // Go on with this chain first: fewer listings half-read at any time.
             let next = next.clone();
