@@ -102,16 +102,8 @@ impl App {
             hook: config.hook.clone(),
             state_url: config.state_url.clone(),
             events_queue_url: config.events_queue_url.clone(),
-            catchup_key: format!(
-                "catchup-{}-{}",
-                config.okta.base_url.host_str().unwrap_or("okta"),
-                config.port.installation_id
-            ),
-            resync_checkpoint: format!(
-                "resync-checkpoint-{}-{}",
-                config.okta.base_url.host_str().unwrap_or("okta"),
-                config.port.installation_id
-            ),
+            catchup_key: state_key("catchup", config),
+            resync_checkpoint: state_key("resync-checkpoint", config),
             catchup_io: tokio::sync::OnceCell::new(),
             blueprints_read: tokio::sync::OnceCell::new(),
         })
@@ -146,8 +138,8 @@ impl App {
     }
 
     /// A resync that goes on from the checkpoint in the store `state_url` names, if there
-    /// is one, and that stops reading Okta at `stop_at` with a new checkpoint saved (the
-    /// report then says it is resumable).
+    /// is one, and that stops reading Okta at `stop_at` and writing at `write_stop_at`
+    /// with a new checkpoint saved (the report then says it is resumable).
     pub async fn resumable_resync(
         &self,
         overrides: RunOverrides,
@@ -416,6 +408,16 @@ pub fn scheduled_overrides(event: Value) -> Result<RunOverrides, serde_json::Err
         Value::Object(ref m) if m.is_empty() => Ok(RunOverrides::default()),
         other => serde_json::from_value(other),
     }
+}
+
+/// The name of what `kind` keeps in the state store: one per Okta org and installation,
+/// so one store can serve several.
+fn state_key(kind: &str, config: &Config) -> String {
+    format!(
+        "{kind}-{}-{}",
+        config.okta.base_url.host_str().unwrap_or("okta"),
+        config.port.installation_id
+    )
 }
 
 /// Time kept back from the consumer's deadline to report the batch's failures.
