@@ -237,6 +237,37 @@ fn users(org: &Org) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// The fewest Okta calls a full read of `org` takes (every listing's pages at the largest
+/// page size), and how many of them count in the apps bucket.
+pub fn okta_page_minimum(org: &Org) -> (u64, u64) {
+    use okta_port::okta::{APP_USERS_PAGE, APPS_PAGE, GROUP_USERS_PAGE, GROUPS_PAGE, USERS_PAGE};
+    let pages = |n: usize, per: u32| n.div_ceil(per as usize).max(1) as u64;
+    let deprovisioned = org
+        .users
+        .iter()
+        .filter(|u| u["status"] == "DEPROVISIONED")
+        .count();
+    let members = |g: &Value| {
+        org.group_members
+            .get(g["id"].as_str().unwrap())
+            .map_or(0, |m| m.len())
+    };
+    let users = pages(org.users.len() - deprovisioned, USERS_PAGE) + pages(deprovisioned, USERS_PAGE);
+    let groups = pages(org.groups.len(), GROUPS_PAGE)
+        + org
+            .groups
+            .iter()
+            .map(|g| pages(members(g), GROUP_USERS_PAGE))
+            .sum::<u64>();
+    let apps_bucket = pages(org.apps.len(), APPS_PAGE)
+        + org
+            .apps
+            .iter()
+            .map(|a| pages(org.app_users(a["id"].as_str().unwrap()).len(), APP_USERS_PAGE))
+            .sum::<u64>();
+    (users + groups + apps_bucket, apps_bucket)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use okta_port::okta::{APP_USERS_PAGE, APPS_PAGE, GROUP_USERS_PAGE, GROUPS_PAGE, USERS_PAGE};
 use okta_port_tests::expected;
 use okta_port_tests::harness::{self, Env, assert_catalog};
 use okta_port_tests::lambda_emu::{Function, function_binary};
@@ -31,33 +30,8 @@ async fn slow_env() -> Env {
     Env::start(org, okta, PortSimConfig::default()).await
 }
 
-/// The fewest Okta calls a full read takes: every listing's pages at the maximum size.
 fn page_minimum(org: &Org) -> u64 {
-    let pages = |n: usize, per: u32| n.div_ceil(per as usize).max(1) as u64;
-    let deprovisioned = org
-        .users
-        .iter()
-        .filter(|u| u["status"] == "DEPROVISIONED")
-        .count();
-    let members = |g: &Value| {
-        org.group_members
-            .get(g["id"].as_str().unwrap())
-            .map_or(0, |m| m.len())
-    };
-    pages(org.users.len() - deprovisioned, USERS_PAGE)
-        + pages(deprovisioned, USERS_PAGE)
-        + pages(org.groups.len(), GROUPS_PAGE)
-        + org
-            .groups
-            .iter()
-            .map(|g| pages(members(g), GROUP_USERS_PAGE))
-            .sum::<u64>()
-        + pages(org.apps.len(), APPS_PAGE)
-        + org
-            .apps
-            .iter()
-            .map(|a| pages(org.app_users(a["id"].as_str().unwrap()).len(), APP_USERS_PAGE))
-            .sum::<u64>()
+    expected::okta_page_minimum(org).0
 }
 
 fn okta_calls(report: &Value) -> u64 {

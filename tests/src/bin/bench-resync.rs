@@ -14,10 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use okta_port::okta::{APP_USERS_PAGE, APPS_PAGE, GROUP_USERS_PAGE, GROUPS_PAGE, USERS_PAGE};
+use okta_port_tests::expected;
 use okta_port_tests::harness::Env;
 use okta_port_tests::okta_sim::{Bucket, OktaSimConfig};
-use okta_port_tests::orggen::{Org, OrgSpec, generate};
+use okta_port_tests::orggen::{OrgSpec, generate};
 use okta_port_tests::port_sim::PortSimConfig;
 use serde_json::Value;
 
@@ -112,37 +112,6 @@ fn run(bin: &str, args: &[String], env: &[(&'static str, String)]) -> Run {
     }
 }
 
-/// Okta calls a resync needs at the least: every listing's pages at the maximum page size.
-fn page_minimum(org: &Org) -> (u64, u64) {
-    let pages = |n: usize, per: u32| n.div_ceil(per as usize).max(1) as u64;
-    let deprovisioned = org
-        .users
-        .iter()
-        .filter(|u| u["status"] == "DEPROVISIONED")
-        .count();
-    let users = pages(org.users.len() - deprovisioned, USERS_PAGE) + pages(deprovisioned, USERS_PAGE);
-    let groups = pages(org.groups.len(), GROUPS_PAGE)
-        + org
-            .groups
-            .iter()
-            .map(|g| {
-                pages(
-                    org.group_members
-                        .get(g["id"].as_str().unwrap())
-                        .map_or(0, |m| m.len()),
-                    GROUP_USERS_PAGE,
-                )
-            })
-            .sum::<u64>();
-    let apps_bucket = pages(org.apps.len(), APPS_PAGE)
-        + org
-            .apps
-            .iter()
-            .map(|a| pages(org.app_users(a["id"].as_str().unwrap()).len(), APP_USERS_PAGE))
-            .sum::<u64>();
-    (users + groups + apps_bucket, apps_bucket)
-}
-
 /// Okta's last published workforce limits per minute, by simulator bucket.
 const WORKFORCE: [(Bucket, u32); 6] = [
     (Bucket::Apps, 100),
@@ -170,7 +139,7 @@ async fn main() {
         apps: args.apps,
         seed: 7,
     });
-    let (minimum, apps_calls) = page_minimum(&org);
+    let (minimum, apps_calls) = expected::okta_page_minimum(&org);
     let okta_config = OktaSimConfig {
         latency: Duration::from_millis(args.latency_ms),
         ..OktaSimConfig::default()
