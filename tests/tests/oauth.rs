@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 use okta_port::config::Config;
-use okta_port::okta::{Client, OktaSource, UserListing};
+use okta_port::okta::{Client, Listing, OktaSource};
 use okta_port::sync::RunOverrides;
 use okta_port::{App, Report};
 use okta_port_tests::expected;
@@ -409,9 +409,9 @@ async fn short_lived_tokens_are_renewed_before_they_expire() {
     let key = fixture("rsa-private.pem");
     let config = service_app_config(&env, &key, KeyKind::Rsa.key_id(), &[]);
     let client = Client::new(&config.okta).unwrap();
-    client.list_groups().await.unwrap();
+    client.list_all(&Listing::Groups).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    client.list_groups().await.unwrap();
+    client.list_all(&Listing::Groups).await.unwrap();
     let calls = env.okta.calls();
     assert_eq!(calls.tokens_issued, 2);
     assert!(
@@ -446,10 +446,7 @@ async fn concurrent_requests_trigger_one_token_request() {
         let client = client.clone();
         async move { client.user(id).await }
     });
-    let (users, listed) = tokio::join!(
-        futures::future::join_all(reads),
-        client.list_users(UserListing::Default)
-    );
+    let (users, listed) = tokio::join!(futures::future::join_all(reads), client.list_all(&Listing::Users));
     assert!(users.iter().all(|u| matches!(u, Ok(Some(_)))));
     assert!(!listed.unwrap().is_empty());
     let calls = env.okta.calls();
@@ -472,7 +469,7 @@ async fn ssws_keeps_working_next_to_the_authorization_server() {
     )
     .await;
     let client = Client::new(&env.config().okta).unwrap();
-    assert!(!client.list_groups().await.unwrap().is_empty());
+    assert!(!client.list_all(&Listing::Groups).await.unwrap().is_empty());
     assert_eq!(client.token_requests(), 0);
     assert_eq!(env.okta.calls().token_requests, 0);
 }

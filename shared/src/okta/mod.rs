@@ -68,15 +68,6 @@ impl OktaError {
     }
 }
 
-/// Which users a listing returns: Okta's plain listing leaves DEPROVISIONED users out,
-/// a `search` brings them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserListing {
-    /// Every user but the DEPROVISIONED ones.
-    Default,
-    Deprovisioned,
-}
-
 /// One listing of a full resync, read a page at a time: the objects themselves, or the
 /// member ids of one group or app.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -134,24 +125,6 @@ pub trait OktaSource: Send + Sync {
                 None => return Ok(all),
             }
         }
-    }
-    async fn list_users(&self, listing: UserListing) -> Result<Vec<Value>, OktaError> {
-        self.list_all(match listing {
-            UserListing::Default => &Listing::Users,
-            UserListing::Deprovisioned => &Listing::DeprovisionedUsers,
-        })
-        .await
-    }
-    async fn list_groups(&self) -> Result<Vec<Value>, OktaError> {
-        self.list_all(&Listing::Groups).await
-    }
-    /// Ids of a group's members.
-    async fn list_group_member_ids(&self, group_id: &str) -> Result<Vec<String>, OktaError> {
-        let members = self.list_all(&Listing::GroupMembers(group_id.into())).await?;
-        Ok(ids_of(&members))
-    }
-    async fn list_apps(&self) -> Result<Vec<Value>, OktaError> {
-        self.list_all(&Listing::Apps).await
     }
     /// Ids of the users assigned to an app, directly or through a group.
     async fn list_app_user_ids(&self, app_id: &str) -> Result<Vec<String>, OktaError> {

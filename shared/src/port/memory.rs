@@ -154,8 +154,13 @@ impl PortSink for MemoryPort {
         }
         result
     }
-    async fn list_own(&self, blueprint: &str) -> Result<Vec<StoredEntity>, PortError> {
-        Ok(self.call().own(blueprint, |_| true))
+    async fn list_own_pages(
+        &self,
+        blueprint: &str,
+        on_page: &mut (dyn FnMut(Vec<StoredEntity>) + Send),
+    ) -> Result<(), PortError> {
+        on_page(self.call().own(blueprint, |_| true));
+        Ok(())
     }
     async fn list_own_among(
         &self,

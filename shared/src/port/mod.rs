@@ -114,18 +114,13 @@ pub trait PortSink: Send + Sync {
     async fn upsert(&self, blueprint: &str, entities: Vec<Entity>) -> Vec<WriteResult>;
     /// Deletes entities without their dependents (Port clears the references to them).
     async fn delete(&self, blueprint: &str, identifiers: &[String]) -> DeleteResult;
-    /// Every entity of ours in the blueprint.
-    async fn list_own(&self, blueprint: &str) -> Result<Vec<StoredEntity>, PortError>;
     /// Every entity of ours in the blueprint, handed over a page at a time (so a caller
     /// that digests them never holds the whole listing).
     async fn list_own_pages(
         &self,
         blueprint: &str,
         on_page: &mut (dyn FnMut(Vec<StoredEntity>) + Send),
-    ) -> Result<(), PortError> {
-        on_page(self.list_own(blueprint).await?);
-        Ok(())
-    }
+    ) -> Result<(), PortError>;
     /// Those of `identifiers` that are entities of ours, as Port has them now.
     async fn list_own_among(
         &self,

@@ -369,10 +369,6 @@ impl PortSink for Client {
         result
     }
 
-    async fn list_own(&self, blueprint: &str) -> Result<Vec<StoredEntity>, PortError> {
-        self.search_own(blueprint, Vec::new()).await
-    }
-
     async fn list_own_pages(
         &self,
         blueprint: &str,
