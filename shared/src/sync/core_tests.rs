@@ -182,3 +182,34 @@ async fn a_resync_stopped_at_every_turn_goes_on_until_it_matches_one_whole_run()
         "checkpoint removed"
     );
 }
+
+/// A checkpoint that cannot be read (a torn write, another tool's file) is not trusted:
+/// the resync starts over and ends as a whole run would.
+#[tokio::test]
+async fn an_unreadable_checkpoint_is_started_over() {
+    let (okta, port) = (MemoryOkta::new(org()), MemoryPort::default());
+    let options = ResyncOptions::default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::state::from_url(&format!("file://{}", dir.path().display()))
+        .await
+        .unwrap();
+    let name = "resync-checkpoint-test";
+    store.save(name, b"{\"form\": 1, \"started_at\": ").await.unwrap();
+    let budget = super::Budget {
+        checkpoints: Some(store.as_ref()),
+        name,
+        max_age: options.checkpoint_max_age,
+        ..super::Budget::default()
+    };
+    let report = super::resync_within(&okta, &port, &DefaultMapping, &options, budget)
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.errors);
+    assert!(report.resumed_from.is_none(), "went on from a torn checkpoint");
+    assert_eq!(report.blueprints[USER_BLUEPRINT].created, 3);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "checkpoint removed"
+    );
+}
